@@ -1,0 +1,85 @@
+"""The model's configuration: one typed definition shared by training, export and every backend.
+
+It travels with every checkpoint and in every bundle.json, so preprocessing is rebuilt from what the
+network was trained with, never from defaults that may have drifted.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+
+RESIZE_POLICIES = ("squash", "pad")
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "lanczos")
+NORMALIZATIONS = ("image", "fixed")
+HEAD_DESIGNS = ("shared", "branch")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """Everything preprocessing needs to turn a decoded radiograph into the network's input."""
+
+    channels: int = 1
+    height: int = 100
+    width: int = 100
+    # The RSNA 100 px set was squashed to a square with Pillow NEAREST from the originals
+    # (measured: identical pixels on all 14 full-resolution ids), so the default reproduces that.
+    resize: str = "squash"
+    interpolation: str = "nearest"
+    # "image": z-score per image, robust to 8/16-bit, DICOM windows and exposure.
+    # "fixed": (x - mean) / std on [0, 1] intensities.
+    normalize: str = "image"
+    mean: float = 0.5
+    std: float = 0.25
+
+    def __post_init__(self):
+        _check_choice("resize", self.resize, RESIZE_POLICIES)
+        _check_choice("interpolation", self.interpolation, INTERPOLATIONS)
+        _check_choice("normalize", self.normalize, NORMALIZATIONS)
+        if min(self.height, self.width) < 75:
+            raise ValueError(f"input size {self.height}x{self.width}: InceptionV3 needs at least 75 px")
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Network shape plus the input spec and the output de-standardisation."""
+
+    name: str = "boneage-inception-v3-se"
+    width: float = 1.0  # channel multiplier: 1.0 is the paper-size InceptionV3
+    se_rd_ratio: float = 1 / 16
+    heads: str = "shared"  # "shared": one SE gate feeds both heads; "branch": one SE gate per head
+    dropout: float = 0.2
+    # Bone age is regressed standardised; these turn the output back into months.
+    age_mean: float = 127.0
+    age_std: float = 41.0
+    input: InputSpec = field(default_factory=InputSpec)
+
+    def __post_init__(self):
+        _check_choice("heads", self.heads, HEAD_DESIGNS)
+        if not 0.05 <= self.width <= 2.0:
+            raise ValueError(f"width multiplier {self.width} is outside [0.05, 2]")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        d = dict(d)
+        spec = InputSpec(**_known(InputSpec, d.pop("input", {})))
+        return cls(input=spec, **_known(cls, d))
+
+    def with_input(self, **changes) -> "ModelConfig":
+        return replace(self, input=replace(self.input, **changes))
+
+
+def _known(cls, d: dict) -> dict:
+    names = {f.name for f in fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+    return {k: v for k, v in d.items() if k in names}
+
+
+def _check_choice(what: str, value: str, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"{what} must be one of {', '.join(choices)}; got {value!r}")

@@ -1,0 +1,1 @@
+"""Training side (torch): the dual-output network, RSNA data, training and evaluation."""

@@ -1,0 +1,29 @@
+"""Training-time augmentation, applied on top of edge.preprocess output (never a second preprocessing).
+
+Batched random affine (rotation, scale, shift), horizontal flip (RSNA holds left and right hands) and
+contrast/brightness jitter, all on the already-normalised tensors.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def augment_batch(x: torch.Tensor, max_rot_deg: float = 15.0, scale=(0.9, 1.1), max_shift: float = 0.06,
+                  flip_p: float = 0.5, contrast=(0.8, 1.2), brightness: float = 0.2) -> torch.Tensor:
+    n = x.shape[0]
+    angle = (torch.rand(n) * 2 - 1) * math.radians(max_rot_deg)
+    s = torch.empty(n).uniform_(*scale)
+    flip = torch.where(torch.rand(n) < flip_p, -1.0, 1.0)
+    cos, sin = torch.cos(angle) / s, torch.sin(angle) / s
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1] = cos * flip, -sin
+    theta[:, 1, 0], theta[:, 1, 1] = sin * flip, cos
+    theta[:, :, 2] = (torch.rand(n, 2) * 2 - 1) * max_shift * 2
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    c = torch.empty(n, 1, 1, 1).uniform_(*contrast)
+    b = (torch.rand(n, 1, 1, 1) * 2 - 1) * brightness
+    return x * c + b

@@ -1,0 +1,3 @@
+from models.layers.se import SqueezeExcite
+
+__all__ = ["SqueezeExcite"]
