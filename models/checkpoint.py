@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from edge.config import ModelConfig
 from models.inception import BoneAgeNet
@@ -25,8 +26,34 @@ def load_model(path, map_location="cpu") -> tuple[BoneAgeNet, dict]:
     if "config" not in ckpt or "model" not in ckpt:
         raise ValueError(f"{path}: not a bone-age checkpoint (no config/model entries)")
     model = BoneAgeNet(ModelConfig.from_dict(ckpt["config"]))
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()})
+    state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
+    resize_to_state_dict(model, state)
+    model.load_state_dict(state)
     return model.eval(), ckpt
+
+
+def resize_to_state_dict(model: torch.nn.Module, state: dict) -> None:
+    """Give each Conv2d/BatchNorm2d/Linear the shape its weights have in `state`.
+
+    Structured pruning removes channels layer by layer; the pruned network is still a BoneAgeNet
+    (same modules, same forward), only narrower, so its state_dict alone describes it.
+    """
+    for name, module in list(model.named_modules()):
+        key = f"{name}.weight" if name else "weight"
+        if key not in state or not isinstance(module, (nn.Conv2d, nn.BatchNorm2d, nn.Linear)):
+            continue
+        shape = tuple(state[key].shape)
+        if shape == tuple(module.weight.shape):
+            continue
+        if isinstance(module, nn.Conv2d):
+            new = nn.Conv2d(shape[1] * module.groups, shape[0], module.kernel_size, module.stride,
+                            module.padding, module.dilation, module.groups, bias=module.bias is not None)
+        elif isinstance(module, nn.BatchNorm2d):
+            new = nn.BatchNorm2d(shape[0], eps=module.eps, momentum=module.momentum)
+        else:
+            new = nn.Linear(shape[1], shape[0], bias=module.bias is not None)
+        parent_name, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, attr, new)
 
 
 def save_training_state(path, **state) -> None:

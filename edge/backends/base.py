@@ -1,0 +1,40 @@
+"""The one small interface every runtime implements (numpy in, numpy out)."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+
+
+class BackendUnavailable(RuntimeError):
+    """The runtime is not installed or cannot run here; the message names the fix."""
+
+
+class Backend(ABC):
+    name: str = ""
+    package: str = ""
+
+    def __init__(self, artifact: Path, precision: str, threads: int | None = None):
+        self.artifact, self.precision, self.threads = Path(artifact), precision, threads
+
+    @classmethod
+    def check_available(cls) -> None:
+        """Raise BackendUnavailable (naming the package to install) when the runtime cannot be used."""
+        try:
+            cls._import_runtime()
+        except ImportError as e:
+            raise BackendUnavailable(f"{cls.name} backend needs the {cls.package!r} package "
+                                     f"(pip install {cls.package}): {e}") from None
+
+    @classmethod
+    @abstractmethod
+    def _import_runtime(cls):
+        ...
+
+    @abstractmethod
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, C, H, W) float32 -> (bone age in months (N,), P(male) (N,))."""
+
+    def describe(self) -> str:
+        return f"{self.name} {self.precision}"

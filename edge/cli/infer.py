@@ -1,0 +1,83 @@
+"""edge-infer: bone age and sex for radiographs (PNG, JPEG, 16-bit PNG, DICOM): files, folders, globs.
+
+Exit code 0 only when every input was processed; a bad input is reported and the batch goes on.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+
+from edge.cli.common import Progress, add_model_args, run_cli
+
+FIELDS = ("file", "bone_age_months", "p_male", "sex", "backend", "precision", "ms")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="edge-infer", description=__doc__.splitlines()[0])
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    add_model_args(p)
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print a JSON list, one object per input")
+    out.add_argument("--csv", metavar="FILE", help="also write the results as CSV to FILE ('-' for stdout)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def _main(argv=None) -> int:
+    from edge.imaging import expand_inputs
+    from edge.runtime import BoneAgeModel, Failure
+
+    args = parse_args(argv)
+    files, unmatched = expand_inputs(args.inputs)
+    model = BoneAgeModel.load(args.bundle, backend=args.backend, precision=args.precision, threads=args.threads)
+    progress = Progress(len(files), "edge-infer", enabled=not args.no_progress and not args.json)
+    results = model.predict_many(files, batch_size=args.batch_size, progress=progress) if files else []
+    results += [Failure(item, why) for item, why in unmatched]
+    rows = [r.to_dict() for r in results]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    elif args.csv == "-":
+        _write_csv(rows, sys.stdout)
+    else:
+        print(format_table(rows))
+        if args.csv:
+            with open(args.csv, "w", newline="") as f:
+                _write_csv(rows, f)
+    failed = [r for r in results if isinstance(r, Failure)]
+    if failed and not args.json:
+        print(f"{len(failed)} of {len(results)} input(s) failed", file=sys.stderr)
+    return 1 if failed or not results else 0
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = [f"{'file':<40} {'bone age':>18} {'sex':>7} {'P(male)':>8} {'backend':>16} {'ms':>7}"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"{_short(r['file']):<40} FAILED: {r['error']}")
+            continue
+        months = r["bone_age_months"]
+        age = f"{months:6.1f} mo ({int(months // 12)}y {months % 12:4.1f}m)"
+        lines.append(f"{_short(r['file']):<40} {age:>18} {r['sex']:>7} {r['p_male']:>8.3f} "
+                     f"{r['backend'] + ' ' + r['precision']:>16} {r['ms']:>7.1f}")
+    return "\n".join(lines)
+
+
+def _write_csv(rows: list[dict], f) -> None:
+    w = csv.DictWriter(f, fieldnames=[*FIELDS, "error"], extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+
+
+def _short(path: str, width: int = 40) -> str:
+    return path if len(path) <= width else "..." + path[-(width - 3):]
+
+
+def main(argv=None) -> int:
+    return run_cli(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""BoneAgeModel: load a bundle, pick a backend, predict bone age and sex from radiographs."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from edge.backends import BackendUnavailable, backend_class
+from edge.bundle import Bundle, BundleError, load_bundle
+from edge.formats import AUTO_ORDER, FORMATS, PRECISIONS
+from edge.imaging import ImageError
+from edge.preprocess import preprocess
+
+
+@dataclass
+class Prediction:
+    file: str
+    bone_age_months: float
+    p_male: float
+    sex: str
+    backend: str
+    precision: str
+    ms: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Failure:
+    file: str
+    error: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def default_bundle_path() -> Path:
+    return Path(str(resources.files("edge") / "default_bundle"))
+
+
+class BoneAgeModel:
+    def __init__(self, bundle: Bundle, backend, precision: str):
+        self.bundle, self.backend, self.precision = bundle, backend, precision
+        self.spec = bundle.config.input
+        # One warm-up call: the first inference allocates and tunes kernels; a user's first image should
+        # not report that cost as its latency.
+        backend.run(np.zeros((1, self.spec.channels, self.spec.height, self.spec.width), np.float32))
+
+    @classmethod
+    def load(cls, bundle=None, backend: str = "auto", precision: str = "int8",
+             threads: int | None = None) -> "BoneAgeModel":
+        """bundle: a bundle directory (default: the one shipped with the package).
+        backend: "auto" (fastest that is installed and works here), "openvino", "onnxruntime", "tensorrt".
+        The artifact's sha256 is checked against bundle.json; a mismatch is refused."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+        b = load_bundle(bundle if bundle is not None else default_bundle_path())
+        names = [n for n in AUTO_ORDER if (n, precision) in b.available()] if backend == "auto" else [backend]
+        errors = []
+        for name in names:
+            artifact = b.artifact_path(name, precision)  # BundleError on a tampered file: never skipped
+            cls_ = backend_class(name)
+            try:
+                cls_.check_available()
+                return cls(b, cls_(artifact, precision, threads), precision)
+            except BackendUnavailable as e:
+                errors.append(str(e))
+        usable = ", ".join(n for n in FORMATS if _installed(n)) or "none"
+        raise BackendUnavailable(f"no backend can run {precision} from {b.root}: " + "; ".join(errors)
+                                 + f" (installed here: {usable})")
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    def predict(self, source) -> Prediction:
+        """One path or 2-D array -> Prediction. Raises ImageError (one-line message) for a bad file."""
+        result = self.predict_many([source], batch_size=1)[0]
+        if isinstance(result, Failure):
+            raise ImageError(result.file, result.error)
+        return result
+
+    def predict_many(self, sources, batch_size: int = 8, progress=None) -> list[Prediction | Failure]:
+        """Paths or arrays -> one Prediction or Failure each, in input order. A bad input never stops the
+        batch. `progress`, if given, is called with the number of inputs finished after each batch."""
+        sources = list(sources)
+        results: list[Prediction | Failure | None] = [None] * len(sources)
+        pending: list[tuple[int, np.ndarray]] = []
+        for k, src in enumerate(sources):
+            try:
+                pending.append((k, preprocess(src, self.spec)))
+            except (ImageError, ValueError) as e:
+                results[k] = Failure(_name(src, k), e.problem if isinstance(e, ImageError) else str(e))
+            if len(pending) == batch_size or (k == len(sources) - 1 and pending):
+                self._run_batch(pending, sources, results)
+                pending = []
+                if progress:
+                    progress(k + 1)
+        return results
+
+    def _run_batch(self, pending, sources, results) -> None:
+        x = np.stack([arr for _, arr in pending])
+        t0 = time.perf_counter()
+        try:
+            age, p_male = self.backend.run(x)
+        except Exception as e:  # a runtime failure loses this batch only, never the results already made
+            for k, _ in pending:
+                results[k] = Failure(_name(sources[k], k), f"{self.backend.name} failed: {e}".splitlines()[0])
+            return
+        ms = (time.perf_counter() - t0) * 1000 / len(pending)
+        for (k, _), a, p in zip(pending, age, p_male):
+            results[k] = Prediction(_name(sources[k], k), float(a), float(p), "male" if p >= 0.5 else "female",
+                                    self.backend.name, self.precision, round(ms, 2))
+
+    def run_arrays(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Already-preprocessed (N, C, H, W) inputs -> (bone age months, P(male)); used by verify/bench."""
+        return self.backend.run(x)
+
+
+def _name(src, k: int) -> str:
+    return str(src) if not isinstance(src, np.ndarray) else f"<array {k}>"
+
+
+def _installed(name: str) -> bool:
+    try:
+        backend_class(name).check_available()
+        return True
+    except BackendUnavailable:
+        return False
+
+
+__all__ = ["BoneAgeModel", "Prediction", "Failure", "BundleError", "default_bundle_path"]

@@ -1,0 +1,90 @@
+"""Accuracy checks of a bundle on this machine, for every backend and precision that runs here.
+
+- with labelled data: the paper's metrics per backend, their change against the FP32 reference and the
+  retention verdict (edge.retention), on the bundle's own test split;
+- without data: the installation self-test, reproducing the FP32 outputs stored for the bundled samples.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edge import metrics
+from edge.backends import BackendUnavailable
+from edge.bundle import load_bundle
+from edge.labels import read_labels, read_split
+from edge.preprocess import preprocess
+from edge.progress import Progress
+from edge.retention import Thresholds, retention
+from edge.runtime import BoneAgeModel
+
+# Self-test tolerances against the stored FP32 outputs (months, probability). FP32 backends agree with
+# torch to ~1e-4 months; INT8 moves single predictions by up to a few months (see retention).
+SELF_TEST_TOL = {"fp32": (0.05, 0.001), "int8": (6.0, 0.15)}
+
+
+def runnable(bundle_dir, backends=None, threads=None) -> dict[str, BoneAgeModel]:
+    """'backend/precision' -> loaded model, for every pair that this bundle has and this machine runs."""
+    b = load_bundle(bundle_dir)
+    models = {}
+    for backend, precision in b.available():
+        if backends and backend not in backends:
+            continue
+        try:
+            models[f"{backend}/{precision}"] = BoneAgeModel.load(bundle_dir, backend, precision, threads)
+        except BackendUnavailable:
+            continue
+    return models
+
+
+def predict_arrays(model: BoneAgeModel, x: np.ndarray, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    parts = [model.run_arrays(x[s:s + batch]) for s in range(0, len(x), batch)]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def verify_labelled(bundle_dir, data, split: str = "test", backends=None, thresholds=Thresholds(),
+                    n_boot: int = 500, show_progress: bool = False) -> dict:
+    b = load_bundle(bundle_dir)
+    labels = read_labels(data)
+    split_path = Path(bundle_dir) / "split.json"
+    if split != "all":
+        if not split_path.exists():
+            raise FileNotFoundError(f"{split_path}: bundle has no split file; use --split all")
+        labels = labels.subset([i for i in read_split(split_path)[split] if i in set(labels.ids)])
+    spec = b.config.input
+    x = np.empty((len(labels), spec.channels, spec.height, spec.width), np.float32)
+    progress = Progress(len(labels), "preprocessing", enabled=show_progress)
+    for k, path in enumerate(labels.paths()):
+        x[k] = preprocess(path, spec)
+        progress(k + 1)
+    models = runnable(bundle_dir, backends)
+    preds = {name: predict_arrays(m, x) for name, m in models.items()}
+    ref_name = next((n for n in preds if n.endswith("/fp32")), None)
+    out = {"split": split, "n": len(labels), "reference": ref_name, "backends": {}}
+    for name, (age, p) in preds.items():
+        entry = {"metrics": metrics.evaluate(labels.age, age, labels.male, p, n_boot=n_boot)}
+        if ref_name:
+            entry["retention"] = retention(labels.age, labels.male, *preds[ref_name], age, p, thresholds)
+        out["backends"][name] = entry
+    out["passed"] = bool(preds) and all(e.get("retention", {}).get("passed", True) for e in out["backends"].values())
+    return out
+
+
+def self_test(bundle_dir, backends=None) -> dict:
+    b = load_bundle(bundle_dir)
+    samples = b.meta.get("samples", [])
+    if not samples:
+        raise ValueError(f"{bundle_dir}: bundle stores no sample outputs; run edge-verify with --data")
+    x = np.stack([preprocess(Path(bundle_dir) / s["file"], b.config.input) for s in samples])
+    want_age = np.array([s["bone_age_months"] for s in samples])
+    want_p = np.array([s["p_male"] for s in samples])
+    out = {"samples": len(samples), "backends": {}}
+    for name, model in runnable(bundle_dir, backends).items():
+        age, p = predict_arrays(model, x)
+        tol_age, tol_p = SELF_TEST_TOL[model.precision]
+        d_age, d_p = float(np.max(np.abs(age - want_age))), float(np.max(np.abs(p - want_p)))
+        out["backends"][name] = {"max_abs_months": d_age, "max_abs_p_male": d_p, "tolerance": [tol_age, tol_p],
+                                 "passed": d_age <= tol_age and d_p <= tol_p}
+    out["passed"] = bool(out["backends"]) and all(r["passed"] for r in out["backends"].values())
+    return out

@@ -1,0 +1,149 @@
+"""edge-export: write a model bundle (bundle.json, ONNX FP32/INT8, OpenVINO IR FP32/INT8, model card).
+
+    edge-export --checkpoint runs/x/best.pt --compressed runs/x-int8/compressed.pt --out bundles/x \
+                --data ../shared/data/rsna-boneage/train-100px --samples a.png b.png
+Without --compressed, INT8 comes from post-training quantization of the checkpoint, calibrated on
+--calibration-data (default: the checkpoint's training images).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import edge
+from edge.bundle import OUTPUTS, artifact_entry, write_bundle_json
+from edge.formats import FORMATS
+from export.model_card import write_model_card
+from export.onnx_export import export_onnx
+from export.openvino_export import onnx_to_openvino
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="edge-export", description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", required=True, help="FP32 checkpoint (best.pt from edge-train)")
+    p.add_argument("--compressed", help="INT8 model from edge-quantize (compressed.pt)")
+    p.add_argument("--out", required=True, help="bundle directory to write")
+    p.add_argument("--data", help="labelled data: test-split reference metrics go into bundle.json")
+    p.add_argument("--calibration-data", help="images for PTQ when --compressed is not given")
+    p.add_argument("--calibration-size", type=int, default=300)
+    p.add_argument("--no-int8", action="store_true", help="FP32 artifacts only")
+    p.add_argument("--samples", nargs="*", default=[], help="sample radiographs to ship with their FP32 outputs")
+    p.add_argument("--version", default="0.1.0", help="model version written into the bundle")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    from models.checkpoint import load_model
+
+    args = parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"[1/5] loading {args.checkpoint}")
+    fp32, ckpt = load_model(args.checkpoint)
+    cfg = fp32.cfg
+    meta = base_metadata(cfg, ckpt, args)
+    embedded = {k: meta[k] for k in ("model", "config", "outputs")}
+
+    print("[2/5] INT8 model")
+    int8, int8_info = (None, {}) if args.no_int8 else int8_model(args, fp32, ckpt)
+
+    print("[3/5] ONNX and OpenVINO IR")
+    artifacts = []
+    for precision, net in (("fp32", fp32), ("int8", int8)):
+        if net is None:
+            continue
+        onnx_rel = FORMATS["onnxruntime"].artifact.format(precision=precision)
+        xml_rel = FORMATS["openvino"].artifact.format(precision=precision)
+        export_onnx(net, cfg, out / onnx_rel, {**embedded, "precision": precision})
+        onnx_to_openvino(out / onnx_rel, out / xml_rel, {**embedded, "precision": precision})
+        artifacts += [artifact_entry(out, onnx_rel, "onnxruntime", precision),
+                      artifact_entry(out, xml_rel, "openvino", precision),
+                      artifact_entry(out, str(Path(xml_rel).with_suffix(".bin")), "openvino", precision, "weights")]
+    meta["artifacts"] = artifacts
+    meta.update(int8_info)
+
+    if ckpt.get("split") and Path(ckpt["split"]).exists():
+        shutil.copyfile(ckpt["split"], out / "split.json")  # edge-verify evaluates on the same test ids
+
+    print("[4/5] reference outputs")
+    meta["samples"] = ship_samples(fp32, args.samples, out)
+    if args.data:
+        meta["reference_metrics"] = test_metrics(fp32, args.data, ckpt)
+
+    print("[5/5] bundle.json and model card")
+    write_bundle_json(out, meta)
+    write_model_card(out, meta)
+    print(f"bundle written to {out}: " + ", ".join(a["path"] for a in artifacts if a["role"] == "model"))
+    return 0
+
+
+def base_metadata(cfg, ckpt: dict, args) -> dict:
+    split_file = ckpt.get("split")
+    counts = json.loads(Path(split_file).read_text()).get("counts") if split_file and Path(split_file).exists() else None
+    return {
+        "model": {"name": cfg.name, "version": args.version, "edge_version": edge.__version__,
+                  "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "git_sha": _git_sha()},
+        "config": cfg.to_dict(),
+        "outputs": OUTPUTS,
+        "training": {"data": ckpt.get("data"), "split_file": split_file, "counts": counts,
+                     "epoch": ckpt.get("epoch"), "val_metrics": ckpt.get("val_metrics")},
+    }
+
+
+def int8_model(args, fp32, ckpt):
+    if args.compressed:
+        from quantize.compressed import load_compressed
+        net, _cfg, info = load_compressed(args.compressed)
+        return net, {"calibration": info.get("calibration"), "retention": info.get("retention"),
+                     "compression": info.get("methods")}
+    from quantize.ptq import calibration_arrays, quantize_ptq
+    data = args.calibration_data or ckpt.get("data")
+    if not data:
+        raise SystemExit("edge-export: INT8 needs --compressed or --calibration-data")
+    x, calib = calibration_arrays(data, fp32.cfg.input, args.calibration_size, ckpt.get("split"))
+    return quantize_ptq(fp32, x), {"calibration": calib}
+
+
+def ship_samples(fp32, samples, out: Path) -> list[dict]:
+    """Copy sample radiographs into the bundle with the FP32 model's outputs for them (the self-test)."""
+    import torch
+    from edge.preprocess import preprocess
+
+    entries = []
+    (out / "samples").mkdir(exist_ok=True)
+    for src in samples:
+        rel = f"samples/{Path(src).name}"
+        shutil.copyfile(src, out / rel)
+        x = torch.from_numpy(preprocess(out / rel, fp32.cfg.input)[None])
+        with torch.no_grad():
+            age_z, logit = fp32(x)
+        entries.append({"file": rel, "bone_age_months": float(age_z[0]) * fp32.cfg.age_std + fp32.cfg.age_mean,
+                        "p_male": float(torch.sigmoid(logit[0]))})
+    return entries
+
+
+def test_metrics(fp32, data, ckpt) -> dict:
+    from edge.metrics import evaluate
+    from models.data import load_images, load_split_labels
+    from models.train import predict_arrays
+
+    labels = load_split_labels(data, ckpt["split"], "test")
+    age, p = predict_arrays(fp32, load_images(labels.paths(), fp32.cfg.input, progress=False))
+    return {"split": "test", **evaluate(labels.age, age, labels.male, p)}
+
+
+def _git_sha() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True, cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""MODEL_CARD.md for a bundle, rendered from bundle.json (and, when given, edge-verify/edge-bench results)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from edge.metrics import PAPER, format_table
+
+INTENDED_USE = """\
+A decision-support estimate for clinicians (radiologists, paediatric endocrinologists) reading a
+left- or right-hand/wrist radiograph of a child: an automated bone age in months and the sex the network
+infers from the image. It is not a diagnosis, not a certified medical device, and must not replace a
+clinician's reading (Greulich-Pyle or TW3). Research and evaluation use only."""
+
+LIMITS = """\
+- Low input resolution: the network sees the radiograph squashed to {h}x{w} px (the only resolution at
+  which the whole RSNA training set is available here). Fine detail of growth plates is lost; expect a
+  larger error than full-resolution models (the paper used full-resolution images).
+- No external validation: all numbers come from a held-out part of the RSNA 2017 *training* set (one
+  population: Stanford, Colorado, UCLA); performance on other populations, scanners and positioning is
+  unknown.
+- Images unlike RSNA radiographs (other body parts, heavy post-processing, photographs of film) give
+  meaningless numbers; the tool does not detect them.
+- Sex output is what the network infers from the image, not the patient's recorded sex; use the recorded
+  sex clinically."""
+
+
+def render(meta: dict, verify: dict | None = None, bench: list | None = None) -> str:
+    cfg, spec = meta["config"], meta["config"]["input"]
+    m = meta.get("model", {})
+    parts = [f"# Model card: {m.get('name', cfg['name'])} {m.get('version', '')}".rstrip(), "",
+             "## Intended use", INTENDED_USE, "",
+             "## Model",
+             f"InceptionV3 (width x{cfg['width']}) + Squeeze-and-Excitation, two heads (bone age regression, "
+             f"sex logit), heads design `{cfg['heads']}`. Input: {spec['channels']}x{spec['height']}x"
+             f"{spec['width']}, resize `{spec['resize']}` with `{spec['interpolation']}`, normalise "
+             f"`{spec['normalize']}`. Built from: Rayed, Amasya, Sezdi, J Imaging Inform Med 2025, "
+             "doi 10.1007/s10278-025-01623-2 (architecture re-implemented from the abstract).", "",
+             "## Data",
+             f"{meta.get('training', {}).get('data', 'unknown')}. RSNA Pediatric Bone Age Challenge 2017 "
+             "(Stanford, University of Colorado, UCLA; distributed by RSNA for research use; the RSNA terms "
+             "apply to these weights). Split 7:2:1 (train/validation/test), seeded, stratified by sex and age "
+             f"band: {meta.get('training', {}).get('counts', '')}.", ""]
+    ref = meta.get("reference_metrics")
+    if ref:
+        parts += ["## Test-split metrics (FP32 reference, torch, bootstrap 95% CI)", "```",
+                  format_table({"FP32": ref}), "```", ""]
+    if verify:
+        parts += ["## Every shipped precision (edge-verify on the test split)", "```",
+                  format_table({k: v["metrics"] for k, v in verify["backends"].items()}, paper=True), "```", ""]
+    if meta.get("retention"):
+        parts += ["## Retention of INT8 against FP32 (validation split, at export)", "```",
+                  _retention_text(meta["retention"]), "```", ""]
+    if bench:
+        parts += ["## Latency (edge-bench, batch 1, this project's 2-core CPU)", "```",
+                  "\n".join(f"{r['backend']:<12}{r['precision']:<6} p50 {r['p50_ms']:7.2f} ms  "
+                            f"p95 {r['p95_ms']:7.2f} ms  {r['size_mb']:6.1f} MB" for r in bench), "```", ""]
+    parts += ["## Paper's values (for comparison; full resolution, their own split)",
+              ", ".join(f"{k} {v}" for k, v in PAPER.items()), "",
+              "## Limits", LIMITS.format(h=spec["height"], w=spec["width"]), ""]
+    return "\n".join(parts)
+
+
+def _retention_text(ret: dict) -> str:
+    from edge.retention import format_rows
+    return format_rows({"int8": ret})
+
+
+def write_model_card(bundle_dir, meta: dict, **results) -> Path:
+    path = Path(bundle_dir) / "MODEL_CARD.md"
+    path.write_text(render(meta, **results))
+    return path
