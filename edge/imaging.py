@@ -136,7 +136,7 @@ def _check_size(path: Path, img: np.ndarray) -> np.ndarray:
 
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
+    return text[0].rstrip(": ") if text else type(e).__name__
 
 
 def expand_inputs(items) -> tuple[list[str], list[tuple[str, str]]]:

@@ -43,21 +43,28 @@ def predict_arrays(model: BoneAgeModel, x: np.ndarray, batch: int = 32) -> tuple
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def verify_labelled(bundle_dir, data, split: str = "test", backends=None, thresholds=Thresholds(),
-                    n_boot: int = 500, show_progress: bool = False) -> dict:
+def labelled_inputs(bundle_dir, data, split: str = "test", show_progress: bool = False):
+    """The bundle's `split` of a labelled folder -> (Labels, preprocessed (N, C, H, W) inputs)."""
     b = load_bundle(bundle_dir)
     labels = read_labels(data)
     split_path = Path(bundle_dir) / "split.json"
     if split != "all":
         if not split_path.exists():
             raise FileNotFoundError(f"{split_path}: bundle has no split file; use --split all")
-        labels = labels.subset([i for i in read_split(split_path)[split] if i in set(labels.ids)])
+        present = set(labels.ids)
+        labels = labels.subset([i for i in read_split(split_path)[split] if i in present])
     spec = b.config.input
     x = np.empty((len(labels), spec.channels, spec.height, spec.width), np.float32)
     progress = Progress(len(labels), "preprocessing", enabled=show_progress)
     for k, path in enumerate(labels.paths()):
         x[k] = preprocess(path, spec)
         progress(k + 1)
+    return labels, x
+
+
+def verify_labelled(bundle_dir, data, split: str = "test", backends=None, thresholds=Thresholds(),
+                    n_boot: int = 500, show_progress: bool = False) -> dict:
+    labels, x = labelled_inputs(bundle_dir, data, split, show_progress)
     models = runnable(bundle_dir, backends)
     preds = {name: predict_arrays(m, x) for name, m in models.items()}
     ref_name = next((n for n in preds if n.endswith("/fp32")), None)

@@ -116,6 +116,10 @@ def ship_samples(fp32, samples, out: Path) -> list[dict]:
 
     entries = []
     (out / "samples").mkdir(exist_ok=True)
+    notes = {Path(s).parent / "README.md" for s in samples}
+    for note in notes:
+        if note.exists():
+            shutil.copyfile(note, out / "samples" / "README.md")  # the samples' source and terms
     for src in samples:
         rel = f"samples/{Path(src).name}"
         shutil.copyfile(src, out / rel)
