@@ -20,8 +20,10 @@ from edge.retention import Thresholds, retention
 from edge.runtime import BoneAgeModel
 
 # Self-test tolerances against the stored FP32 outputs (months, probability). FP32 backends agree with
-# torch to ~1e-4 months; INT8 moves single predictions by up to a few months (see retention).
-SELF_TEST_TOL = {"fp32": (0.05, 0.001), "int8": (6.0, 0.15)}
+# torch to ~1e-3 months. INT8 moves single predictions more: on the default model's 2484 validation
+# images the INT8-vs-FP32 difference had p95 5.8 and max 20.4 months (edge-quantize's gate), so the INT8
+# self-test catches gross breakage (wrong preprocessing, a broken runtime), not quantization noise.
+SELF_TEST_TOL = {"fp32": (0.05, 0.001), "int8": (25.0, 0.35)}
 
 
 def runnable(bundle_dir, backends=None, threads=None) -> dict[str, BoneAgeModel]:

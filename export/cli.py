@@ -19,7 +19,7 @@ import edge
 from edge.bundle import OUTPUTS, artifact_entry, write_bundle_json
 from edge.formats import FORMATS
 from export.model_card import write_model_card
-from export.onnx_export import export_onnx
+from export.onnx_export import export_onnx, fold_weight_quantizers
 from export.openvino_export import onnx_to_openvino
 
 
@@ -60,6 +60,8 @@ def main(argv=None) -> int:
         onnx_rel = FORMATS["onnxruntime"].artifact.format(precision=precision)
         xml_rel = FORMATS["openvino"].artifact.format(precision=precision)
         export_onnx(net, cfg, out / onnx_rel, {**embedded, "precision": precision})
+        if precision == "int8":
+            fold_weight_quantizers(out / onnx_rel)
         onnx_to_openvino(out / onnx_rel, out / xml_rel, {**embedded, "precision": precision})
         artifacts += [artifact_entry(out, onnx_rel, "onnxruntime", precision),
                       artifact_entry(out, xml_rel, "openvino", precision),

@@ -48,6 +48,8 @@ def parse_args(argv=None):
                    help="auto: fp16 autocast on CUDA, fp32 on CPU (bf16 measured no faster there)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--split-file", help="reuse this split (default: make one, seeded, in OUT/split.json)")
+    p.add_argument("--init-from", metavar="CKPT", help="start from these weights (and their config) with a "
+                                                       "fresh optimizer and schedule: a warm restart")
     p.add_argument("--limit", type=int, help="use only the first N labelled images (smoke tests)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-augment", action="store_true")
@@ -125,8 +127,14 @@ def main(argv=None):
 
     # [2/4] model and the state to resume from
     state = _load_state(out / "last.pt")
-    cfg = build_config(args, train_l.age) if state is None else _config_from(state)
-    model = BoneAgeNet(cfg).to(device).to(memory_format=torch.channels_last)
+    if state is None and args.init_from:
+        model, _ = load_model(args.init_from)
+        cfg = model.cfg
+        log(f"initialised from {args.init_from}")
+    else:
+        cfg = build_config(args, train_l.age) if state is None else _config_from(state)
+        model = BoneAgeNet(cfg)
+    model = model.to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     start_epoch, history, best = 0, [], float("inf")
     if state is not None:

@@ -1,0 +1,26 @@
+"""INT8 quantization-aware training with NNCF: post-training quantization first (it initialises every
+quantizer's range), then a short fine-tune through the fake-quantizers, which trains the weights and the
+quantizer scales together, as in NNCF's QAT example (quantization_aware_training/torch/resnet18)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from quantize.finetune import finetune
+from quantize.ptq import quantize_ptq
+
+
+def quantize_qat(model: torch.nn.Module, x_calib: np.ndarray, x_train: np.ndarray, age_months: np.ndarray,
+                 male: np.ndarray, epochs: int = 1, lr: float = 1e-4, progress: bool = True,
+                 **finetune_kwargs) -> torch.nn.Module:
+    """FP32 model -> quantized copy fine-tuned `epochs` on (x_train, labels); the input model is not changed.
+
+    OpenVINO's QAT guide asks for "a few epochs with a small learning rate, for example, 10e-5"
+    (docs: compressing-models-during-training/quantization-aware-training-pytorch).
+    """
+    if epochs < 1:
+        raise ValueError("quantization-aware training needs at least one fine-tune epoch "
+                         "(with none it is post-training quantization: use --int8 ptq)")
+    quantized = quantize_ptq(model, x_calib)
+    return finetune(quantized, x_train, age_months, male, epochs, lr=lr, desc="QAT", progress=progress,
+                    **finetune_kwargs)

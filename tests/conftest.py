@@ -1,0 +1,101 @@
+"""Shared fixtures: the repository on sys.path, the RSNA data location, and phantom training runs
+that are trained once per session and shared by every test that needs a trained model."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # the project is used from its checkout, not installed
+    sys.path.insert(0, str(REPO))
+
+# Phantom training used by tests: small enough for 2 CPU cores, large enough to learn bone age.
+PHANTOM_N = 600
+PHANTOM_MODEL = "w035-100"
+PHANTOM_EPOCHS = 10
+PHANTOM_BATCH = 32
+TRAIN_THREADS = 2
+
+
+def repo_env() -> dict:
+    """Environment for subprocesses that import the project from the checkout."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    return env
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def rsna_root() -> Path:
+    """The RSNA bone-age data folder: $BONEAGE_DATA, else ../shared/data/rsna-boneage beside the repo."""
+    env = os.environ.get("BONEAGE_DATA")
+    root = Path(env) if env else REPO.parent / "shared" / "data" / "rsna-boneage"
+    if not root.is_dir():
+        how = "BONEAGE_DATA" if env else "the default ../shared/data/rsna-boneage (set BONEAGE_DATA to override)"
+        pytest.skip(f"RSNA bone-age data not found at {root} ({how})")
+    return root
+
+
+def _train(out: Path, *extra: str) -> int:
+    from models.train import main
+
+    return main(["--out", str(out), "--model", PHANTOM_MODEL, "--no-progress",
+                 "--threads", str(TRAIN_THREADS), *extra])
+
+
+@pytest.fixture(scope="session")
+def phantom_run(tmp_path_factory) -> Path:
+    """A w035-100 network trained on PHANTOM_N phantoms: run folder with best.pt, last.pt, split.json,
+    history.json, train.log and the phantom data set (phantoms-<N>/)."""
+    out = tmp_path_factory.mktemp("phantom-run")
+    assert _train(out, "--synthetic", str(PHANTOM_N), "--epochs", str(PHANTOM_EPOCHS),
+                  "--batch-size", str(PHANTOM_BATCH)) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def resumed_run(tmp_path_factory) -> dict:
+    """Train 2 epochs, keep a copy of what they left, then call again with --epochs 3 on the same folder."""
+    import json
+    import shutil
+
+    out = tmp_path_factory.mktemp("resume-run")
+    common = ("--synthetic", "200", "--batch-size", "32")
+    assert _train(out, *common, "--epochs", "2") == 0
+    first = {"history": json.loads((out / "history.json").read_text()),
+             "log": (out / "train.log").read_text()}
+    shutil.copy(out / "last.pt", out / "last-after-2.pt")
+    assert _train(out, *common, "--epochs", "3") == 0
+    return {"out": out, "first": first}
+
+
+@pytest.fixture(scope="session")
+def phantom_data(phantom_run) -> Path:
+    return phantom_run / f"phantoms-{PHANTOM_N}"
+
+
+@pytest.fixture(scope="session")
+def phantom_fp32(phantom_run):
+    from models.checkpoint import load_model
+
+    return load_model(phantom_run / "best.pt")[0]
+
+
+@pytest.fixture(scope="session")
+def phantom_bundle(phantom_run, phantom_data, tmp_path_factory) -> Path:
+    """A full bundle (ONNX + OpenVINO, FP32 + INT8 by PTQ) of the phantom model, with two samples."""
+    from export.cli import main
+
+    out = tmp_path_factory.mktemp("phantom-bundle")
+    samples = sorted((phantom_data / "images").glob("*.png"))[-2:]
+    assert main(["--checkpoint", str(phantom_run / "best.pt"), "--out", str(out), "--data", str(phantom_data),
+                 "--calibration-data", str(phantom_data), "--calibration-size", "64",
+                 "--samples", *map(str, samples)]) == 0
+    return out

@@ -1,0 +1,82 @@
+"""What export writes: bundle.json, embedded metadata, exact FP32 IR, and an INT8 ONNX TensorRT can build."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from edge.backends.tensorrt_backend import build_plan, engine_cache_key
+from edge.bundle import load_bundle, sha256_file
+
+# Operators the TensorRT ONNX parser supports (onnx-tensorrt operator matrix) that this network can produce.
+TENSORRT_OPS = {"Conv", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool", "Concat", "Add", "Sub", "Mul",
+                "Div", "Sigmoid", "Gemm", "MatMul", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "ReduceMean",
+                "QuantizeLinear", "DequantizeLinear", "Identity", "Constant", "Pad", "Shape", "Gather", "Cast",
+                "BatchNormalization", "Transpose", "Slice", "Clip"}
+
+
+def test_bundle_json_lists_every_artifact_with_its_hash(phantom_bundle):
+    b = load_bundle(phantom_bundle)
+    meta = b.meta
+    assert meta["schema_version"] == 1
+    paths = {a["path"] for a in meta["artifacts"]}
+    assert {"model-fp32.onnx", "model-int8.onnx", "openvino/model-fp32.xml", "openvino/model-fp32.bin",
+            "openvino/model-int8.xml", "openvino/model-int8.bin"} <= paths
+    for a in meta["artifacts"]:
+        assert {"backend", "precision", "path", "sha256", "size"} <= set(a)
+        assert sha256_file(phantom_bundle / a["path"]) == a["sha256"]
+    assert meta["config"]["input"]["height"] == b.config.input.height
+    assert meta["outputs"]["bone_age_months"]["unit"] == "months"
+    assert (phantom_bundle / "MODEL_CARD.md").read_text().startswith("# Model card")
+    assert (phantom_bundle / "split.json").exists()
+    assert meta["calibration"]  # how INT8 was calibrated is recorded
+
+
+def test_metadata_is_embedded_in_onnx_and_openvino(phantom_bundle):
+    import openvino as ov
+
+    props = {p.key: p.value for p in onnx.load(str(phantom_bundle / "model-int8.onnx")).metadata_props}
+    embedded = json.loads(props["boneage_bundle"])
+    assert embedded["precision"] == "int8" and embedded["config"]["name"]
+    model = ov.Core().read_model(str(phantom_bundle / "openvino/model-fp32.xml"))
+    assert json.loads(model.get_rt_info(["boneage_bundle"]).astype(str))["precision"] == "fp32"
+
+
+def test_openvino_fp32_weights_are_not_compressed_to_fp16(phantom_bundle):
+    xml = (phantom_bundle / "openvino/model-fp32.xml").read_text()
+    assert 'element_type="f16"' not in xml
+
+
+def test_int8_onnx_is_symmetric_qdq_with_tensorrt_ops(phantom_bundle):
+    model = onnx.load(str(phantom_bundle / "model-int8.onnx"))
+    nodes = model.graph.node
+    # Constants come as initializers or as Constant nodes (the TorchScript exporter writes the latter).
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    inits.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in nodes if n.op_type == "Constant"})
+    ops = {n.op_type for n in nodes}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert ops <= TENSORRT_OPS, f"operators TensorRT may not parse: {ops - TENSORRT_OPS}"
+    zero_points = [inits[n.input[2]] for n in nodes
+                   if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2 and n.input[2] in inits]
+    assert zero_points, "Q/DQ nodes carry explicit zero points"
+    assert all(zp.dtype == np.int8 for zp in zero_points), {str(zp.dtype) for zp in zero_points}
+    assert all(np.all(zp == 0) for zp in zero_points)  # TensorRT explicit quantization needs symmetric INT8
+    convs = sum(n.op_type == "Conv" for n in nodes)
+    weights = {i.name for i in model.graph.initializer if i.name.endswith(".weight")}
+    weight_q = sum(1 for n in nodes if n.op_type == "QuantizeLinear" and n.input[0] in weights)
+    assert weight_q >= convs  # every convolution has INT8 weights
+
+
+def test_tensorrt_engine_cache_key_and_plan():
+    a = engine_cache_key("ab" * 32, "int8", "NVIDIA H100 80GB HBM3", "9.0", "10.13.0")
+    assert a.startswith("nvidia-h100-80gb-hbm3-sm90-trt10.13.0-int8-") and a.endswith(".engine")
+    assert a == engine_cache_key("ab" * 32, "int8", "NVIDIA H100 80GB HBM3", "9.0", "10.13.0")
+    others = [engine_cache_key("cd" * 32, "int8", "NVIDIA H100 80GB HBM3", "9.0", "10.13.0"),
+              engine_cache_key("ab" * 32, "fp32", "NVIDIA H100 80GB HBM3", "9.0", "10.13.0"),
+              engine_cache_key("ab" * 32, "int8", "NVIDIA L4", "8.9", "10.13.0"),
+              engine_cache_key("ab" * 32, "int8", "NVIDIA H100 80GB HBM3", "9.0", "11.0.0")]
+    assert len({a, *others}) == 5  # artifact, precision, GPU and TensorRT version all change the key
+    assert build_plan("int8") == {**build_plan("int8"), "strongly_typed": True, "autocast_fp16": False}
+    assert build_plan("fp32")["autocast_fp16"] and build_plan("fp32")["strongly_typed"]

@@ -1,0 +1,247 @@
+"""edge.metrics and edge.retention against independent references (sklearn, scipy, published values)."""
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from scipy import stats
+from sklearn.metrics import cohen_kappa_score, roc_auc_score
+
+from edge import metrics
+from edge.retention import Thresholds, retention
+
+# Shrout & Fleiss (1979), "Intraclass correlations: uses in assessing rater reliability", Table 2:
+# 6 targets rated by 4 judges. Table 4 publishes ICC(1,1)=.17, ICC(2,1)=.29, ICC(3,1)=.71.
+SHROUT_FLEISS = np.array([[9, 2, 5, 8], [6, 1, 3, 2], [8, 4, 6, 8], [7, 1, 2, 6], [10, 5, 6, 9], [6, 2, 4, 7]], float)
+
+
+def reference_iccs(x) -> dict[str, float]:
+    """The three single-measure ICCs from a two-way ANOVA written out cell by cell (a second,
+    independent implementation to compare edge.metrics.icc against)."""
+    x = np.asarray(x, float)
+    n, k = x.shape
+    row_means = [sum(x[i]) / k for i in range(n)]
+    col_means = [sum(x[:, j]) / n for j in range(k)]
+    grand = sum(map(sum, x)) / (n * k)
+    bms = k * sum((m - grand) ** 2 for m in row_means) / (n - 1)
+    jms = n * sum((m - grand) ** 2 for m in col_means) / (k - 1)
+    resid = sum((x[i, j] - row_means[i] - col_means[j] + grand) ** 2 for i in range(n) for j in range(k))
+    ems = resid / ((n - 1) * (k - 1))
+    wms = sum((x[i, j] - row_means[i]) ** 2 for i in range(n) for j in range(k)) / (n * (k - 1))
+    return {
+        "ICC(1,1)": (bms - wms) / (bms + (k - 1) * wms),
+        "ICC(2,1)": (bms - ems) / (bms + (k - 1) * ems + k * (jms - ems) / n),
+        "ICC(3,1)": (bms - ems) / (bms + (k - 1) * ems),
+    }
+
+
+# ---------------------------------------------------------------- AUC, kappa, accuracy
+
+@pytest.mark.parametrize("seed", range(5))
+def test_auc_matches_sklearn_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    n = 300
+    y = rng.integers(0, 2, n)
+    # Scores rounded to one decimal: many ties, inside and across classes.
+    score = np.round(rng.random(n) * 0.6 + 0.3 * y, 1)
+    assert len(np.unique(score)) < n // 10
+    assert metrics.auc(y, score) == pytest.approx(roc_auc_score(y, score), abs=1e-9)
+
+
+def test_auc_all_tied_is_one_half_and_single_class_is_nan():
+    y = np.array([0, 1, 0, 1, 1])
+    assert metrics.auc(y, np.full(5, 0.3)) == pytest.approx(0.5, abs=1e-12)
+    assert math.isnan(metrics.auc(np.ones(5), np.linspace(0, 1, 5)))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_kappa_matches_sklearn(seed):
+    rng = np.random.default_rng(100 + seed)
+    y = rng.integers(0, 2, 400)
+    label = np.where(rng.random(400) < 0.8, y, rng.integers(0, 2, 400))  # mostly agreeing
+    kappa, p = metrics.cohen_kappa(y, label)
+    assert kappa == pytest.approx(cohen_kappa_score(y, label), abs=1e-9)
+    assert 0.0 <= p < 1e-6  # 80% forced agreement on 400 images is far from chance
+
+
+def test_kappa_p_value_by_hand_on_a_2x2_table():
+    # Rows: truth (0, 1); columns: predicted label (0, 1).
+    a, b, c, d = 20, 5, 10, 15
+    y = np.r_[np.zeros(a + b), np.ones(c + d)].astype(int)
+    label = np.r_[np.zeros(a), np.ones(b), np.zeros(c), np.ones(d)].astype(int)
+    # Exact arithmetic: n = 50, row margins .5/.5, column margins .6/.4,
+    # po = .7, pe = .5, kappa = .4, null variance (Fleiss, Cohen & Everitt 1969)
+    # = (pe + pe^2 - sum r_i c_i (r_i + c_i)) / ((1 - pe)^2 n) = (.75 - .51) / 12.5 = .0192.
+    n = Fraction(a + b + c + d)
+    r = [Fraction(a + b) / n, Fraction(c + d) / n]
+    col = [Fraction(a + c) / n, Fraction(b + d) / n]
+    po = Fraction(a + d) / n
+    pe = r[0] * col[0] + r[1] * col[1]
+    kappa = (po - pe) / (1 - pe)
+    var0 = (pe + pe ** 2 - sum(r[i] * col[i] * (r[i] + col[i]) for i in range(2))) / ((1 - pe) ** 2 * n)
+    assert kappa == Fraction(2, 5) and var0 == Fraction(12, 625)
+    z = float(kappa) / math.sqrt(float(var0))
+    p_expected = 2 * stats.norm.sf(z)
+
+    k, p = metrics.cohen_kappa(y, label)
+    assert k == pytest.approx(float(kappa), abs=1e-12)
+    assert p == pytest.approx(p_expected, rel=1e-9)
+    assert k == pytest.approx(cohen_kappa_score(y, label), abs=1e-12)
+
+
+def test_kappa_p_value_matches_statsmodels():
+    inter_rater = pytest.importorskip("statsmodels.stats.inter_rater",
+                                      reason="statsmodels not installed (optional cross-check)")
+    rng = np.random.default_rng(7)
+    for _ in range(5):
+        y = rng.integers(0, 2, 150)
+        label = np.where(rng.random(150) < 0.3, y, rng.integers(0, 2, 150))
+        table = np.zeros((2, 2))
+        np.add.at(table, (y, label), 1)
+        ref = inter_rater.cohens_kappa(table, return_results=True)
+        k, p = metrics.cohen_kappa(y, label)
+        assert k == pytest.approx(ref.kappa, abs=1e-9)
+        assert p == pytest.approx(ref.pvalue_two_sided, rel=1e-6, abs=1e-12)
+
+
+def test_kappa_p_value_is_large_for_chance_agreement():
+    rng = np.random.default_rng(3)
+    y, label = rng.integers(0, 2, 2000), rng.integers(0, 2, 2000)
+    k, p = metrics.cohen_kappa(y, label)
+    assert abs(k) < 0.1 and p > 0.001
+
+
+def test_accuracy():
+    y = np.array([0, 1, 1, 0, 1])
+    assert metrics.accuracy(y, np.array([0, 1, 0, 0, 0])) == pytest.approx(0.6)
+
+
+# ---------------------------------------------------------------- ICC
+
+def test_reference_icc_reproduces_shrout_fleiss_table_4():
+    # Validates the test's own reference implementation on the published worked example.
+    ref = reference_iccs(SHROUT_FLEISS)
+    assert round(ref["ICC(1,1)"], 2) == 0.17
+    assert round(ref["ICC(2,1)"], 2) == 0.29
+    assert round(ref["ICC(3,1)"], 2) == 0.71
+
+
+def test_icc_is_icc21_on_shrout_fleiss_example():
+    value = metrics.icc(SHROUT_FLEISS)
+    assert round(value, 2) == 0.29  # published ICC(2,1)
+    assert round(value, 2) != 0.71  # not the consistency form ICC(3,1)
+    assert value == pytest.approx(reference_iccs(SHROUT_FLEISS)["ICC(2,1)"], abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_icc_matches_reference_on_random_matrices(seed):
+    rng = np.random.default_rng(seed)
+    target = rng.normal(100, 30, size=(40, 1))
+    x = target + rng.normal(0, 10, size=(40, 3)) + rng.normal(0, 5, size=(1, 3))
+    assert metrics.icc(x) == pytest.approx(reference_iccs(x)["ICC(2,1)"], abs=1e-10)
+
+
+def test_icc_matches_pingouin():
+    pg = pytest.importorskip("pingouin", reason="pingouin not installed (optional cross-check)")
+    import pandas as pd
+
+    n, k = SHROUT_FLEISS.shape
+    df = pd.DataFrame({"target": np.repeat(np.arange(n), k), "rater": np.tile(np.arange(k), n),
+                       "rating": SHROUT_FLEISS.ravel()})
+    table = pg.intraclass_corr(data=df, targets="target", raters="rater", ratings="rating").set_index("Type")
+    assert metrics.icc(SHROUT_FLEISS) == pytest.approx(table.loc["ICC2", "ICC"], abs=1e-9)
+
+
+def test_icc_perfect_prediction_is_one_and_offset_lowers_it():
+    rng = np.random.default_rng(0)
+    y = rng.uniform(1, 228, 200)
+    assert metrics.icc(np.c_[y, y]) == pytest.approx(1.0, abs=1e-12)
+    offset = metrics.icc(np.c_[y, y + 24.0])
+    assert offset < 0.99
+    # ...while the consistency form would forgive the offset entirely.
+    assert reference_iccs(np.c_[y, y + 24.0])["ICC(3,1)"] == pytest.approx(1.0, abs=1e-12)
+    # A larger offset lowers it further.
+    assert metrics.icc(np.c_[y, y + 48.0]) < offset
+
+
+# ---------------------------------------------------------------- errors, bootstrap
+
+def test_mae_mse_rmse_match_numpy():
+    rng = np.random.default_rng(1)
+    y, p = rng.uniform(0, 228, 500), rng.uniform(0, 228, 500)
+    assert metrics.mae(y, p) == pytest.approx(np.mean(np.abs(y - p)), rel=1e-12)
+    assert metrics.mse(y, p) == pytest.approx(np.mean((y - p) ** 2), rel=1e-12)
+    assert metrics.rmse(y, p) == pytest.approx(np.sqrt(np.mean((y - p) ** 2)), rel=1e-12)
+    # Lists and integer inputs are accepted too.
+    assert metrics.mae([1, 2, 3], [2, 2, 5]) == pytest.approx(1.0)
+
+
+def _fake_predictions(n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    age = rng.uniform(1, 228, n)
+    male = rng.integers(0, 2, n)
+    pred = age + rng.normal(0, 8, n)
+    p_male = np.clip(0.5 + (male - 0.5) * 0.6 + rng.normal(0, 0.25, n), 0, 1)
+    return age, pred, male, p_male
+
+
+def test_point_metrics_keys_and_values():
+    age, pred, male, p = _fake_predictions()
+    m = metrics.point_metrics(age, pred, male, p)
+    assert set(m) == set(metrics.METRIC_KEYS)
+    assert m["n"] == len(age)
+    assert m["mae"] == pytest.approx(np.mean(np.abs(pred - age)))
+    assert m["auc"] == pytest.approx(roc_auc_score(male, p), abs=1e-9)
+    assert m["kappa"] == pytest.approx(cohen_kappa_score(male, (p >= 0.5).astype(int)), abs=1e-9)
+
+
+def test_bootstrap_ci_contains_point_and_is_seeded():
+    age, pred, male, p = _fake_predictions()
+    a = metrics.evaluate(age, pred, male, p, n_boot=200, seed=5)
+    for key, (low, high) in a["ci"].items():
+        assert low <= a[key] <= high, key
+        assert low < high, key
+    b = metrics.evaluate(age, pred, male, p, n_boot=200, seed=5)
+    assert a["ci"] == b["ci"]
+    c = metrics.evaluate(age, pred, male, p, n_boot=200, seed=6)
+    assert c["ci"] != a["ci"]
+    assert metrics.evaluate(age, pred, male, p, n_boot=0)["ci"] == {}
+
+
+def test_format_table_mentions_every_metric():
+    age, pred, male, p = _fake_predictions(n=60)
+    text = metrics.format_table({"model": metrics.evaluate(age, pred, male, p, n_boot=20)})
+    for key in ("mae", "icc", "auc", "kappa", "paper"):
+        assert key in text
+
+
+# ---------------------------------------------------------------- retention gate
+
+def test_retention_passes_identical_predictions():
+    age, pred, male, p = _fake_predictions()
+    r = retention(age, male, pred, p, pred.copy(), p.copy())
+    assert r["passed"] and r["failures"] == []
+    assert r["delta"]["mae"] == 0.0 and r["agreement"]["sex_flips"] == 0
+    assert r["agreement"]["max_abs_months"] == 0.0
+
+
+def test_retention_fails_a_one_month_shift():
+    age, pred, male, p = _fake_predictions()
+    pred = age + np.random.default_rng(9).normal(0, 0.5, len(age))  # a near-perfect reference
+    r = retention(age, male, pred, p, pred + 1.0, p)
+    assert not r["passed"]
+    assert any("MAE" in f for f in r["failures"])
+    assert r["agreement"]["max_abs_months"] == pytest.approx(1.0)
+
+
+def test_retention_fails_sex_flips():
+    age, pred, male, p = _fake_predictions()
+    flipped = p.copy()
+    idx = np.flatnonzero((p >= 0.5) == male.astype(bool))[:10]  # turn 10 correct calls wrong
+    flipped[idx] = np.where(male[idx] == 1, 0.1, 0.9)
+    r = retention(age, male, pred, p, pred, flipped, Thresholds())
+    assert not r["passed"]
+    assert r["agreement"]["sex_flips"] == 10
+    assert any("accuracy" in f for f in r["failures"])

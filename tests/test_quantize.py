@@ -1,0 +1,203 @@
+"""Compression stage: pruning (structured, unstructured), INT8 (PTQ, QAT), the compressed.pt handoff,
+the retention gate and edge-quantize, on the session's phantom-trained network (conftest.phantom_run)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("nncf")
+pytest.importorskip("torch_pruning")
+
+from edge.config import ModelConfig  # noqa: E402
+from edge.retention import Thresholds  # noqa: E402
+from models.checkpoint import load_model, save_weights  # noqa: E402
+from models.data import Labels, load_images, read_labels, read_split  # noqa: E402
+from quantize.compressed import load_compressed, save_compressed  # noqa: E402
+from quantize.gate import RetentionGate  # noqa: E402
+from quantize.ptq import pick_calibration, quantize_ptq  # noqa: E402
+from quantize.structured import check_consistent, prune_structured  # noqa: E402
+from quantize.unstructured import bake, prune_unstructured, sparsity  # noqa: E402
+
+CALIBRATION = 96  # images: enough for stable ranges on phantoms, and quick
+
+
+@dataclass
+class Run:
+    ckpt: object
+    data: object
+    split: object
+    parent: torch.nn.Module
+    cfg: ModelConfig
+    train: Labels
+    x_train: np.ndarray
+    x_calib: np.ndarray
+    val: Labels
+    x_val: np.ndarray
+
+
+@pytest.fixture(scope="module")
+def run(phantom_run) -> Run:
+    parent, _ = load_model(phantom_run / "best.pt")
+    data = next(phantom_run.glob("phantoms-*"))
+    labels, split = read_labels(data), read_split(phantom_run / "split.json")
+    train, val = labels.subset(split["train"]), labels.subset(split["val"])
+    x_train = load_images(train.paths(), parent.cfg.input, progress=False)
+    calib = set(pick_calibration(train.ids, CALIBRATION))
+    x_calib = x_train[[k for k, i in enumerate(train.ids) if i in calib]]
+    x_val = load_images(val.paths(), parent.cfg.input, progress=False)
+    return Run(phantom_run / "best.pt", data, phantom_run / "split.json", parent, parent.cfg, train, x_train,
+               x_calib, val, x_val)
+
+
+@pytest.fixture(scope="module")
+def gate(run) -> RetentionGate:
+    return RetentionGate(run.parent, run.x_val, run.val)
+
+
+@pytest.fixture(scope="module")
+def ptq(run):
+    return quantize_ptq(run.parent, run.x_calib)
+
+
+def _outputs(model, x) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.no_grad():
+        return model.eval()(torch.from_numpy(x))
+
+
+def _zero_points(onnx_path) -> list[tuple[str, np.ndarray]]:
+    """(weights|activations, zero point) of every QuantizeLinear in the file."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(onnx_path))
+    consts = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    consts.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in model.graph.node
+                   if n.op_type == "Constant"})
+    weights = {i.name for i in model.graph.initializer}
+    return [("weights" if n.input[0] in weights else "activations", consts[n.input[2]])
+            for n in model.graph.node if n.op_type == "QuantizeLinear"]
+
+
+def test_ptq_keeps_outputs_close_and_passes_the_gate(run, gate, ptq):
+    verdict = gate(ptq)
+    assert verdict["passed"], verdict["failures"]
+    # Measured on the phantom network: p95 4 months (its FP32 MAE is about 11), blank calibration 170.
+    assert verdict["agreement"]["p95_abs_months"] < 10.0
+    assert not any(k.startswith("__nncf_hooks") for k in run.parent.state_dict())  # the parent is untouched
+
+
+def test_blank_calibration_fails_the_gate(run, gate):
+    # Ranges measured on blank images clip every real activation: a damaged model the gate must stop.
+    damaged = quantize_ptq(run.parent, np.zeros_like(run.x_calib[:16]))
+    verdict = gate(damaged)
+    assert not verdict["passed"]
+    assert any(f.startswith("MAE") for f in verdict["failures"]), verdict["failures"]
+
+
+def test_gate_thresholds_decide(run, ptq):
+    strict = RetentionGate(run.parent, run.x_val, run.val, Thresholds(-1.0, -1.0, -1.0))(ptq)
+    assert not strict["passed"] and len(strict["failures"]) == 3  # every metric must improve: impossible here
+
+
+def test_structured_pruning_is_consistent_and_reloads(run, tmp_path):
+    pruned = prune_structured(run.parent, 0.3, run.x_calib)
+    check_consistent(pruned)
+    assert pruned.age_head.out_features == pruned.sex_head.out_features == 1
+    assert pruned.se[0].fc2.out_channels == pruned.age_head.in_features < run.parent.age_head.in_features
+    n_parent, n_pruned = (sum(p.numel() for p in m.parameters()) for m in (run.parent, pruned))
+    assert n_pruned < 0.7 * n_parent
+    save_weights(tmp_path / "pruned.pt", pruned)
+    reloaded, _ = load_model(tmp_path / "pruned.pt")
+    # save_weights stores half precision: the reload equals the pruned model with fp16-rounded weights.
+    with torch.no_grad():
+        for v in pruned.state_dict().values():
+            if v.is_floating_point():
+                v.copy_(v.half().float())
+    for a, b in zip(_outputs(reloaded, run.x_val[:8]), _outputs(pruned, run.x_val[:8])):
+        assert torch.equal(a, b)
+
+
+def test_pruning_95_percent_of_channels_fails_the_gate(run, gate):
+    verdict = gate(prune_structured(run.parent, 0.95, run.x_calib))
+    assert not verdict["passed"]
+
+
+def test_unstructured_pruning_zeroes_weights_but_not_the_heads(run):
+    masked = prune_unstructured(run.parent, 0.5, run.x_calib)
+    plain = bake(masked)
+    assert type(plain) is type(run.parent)
+    assert 0.45 < sparsity(plain) < 0.55 and sparsity(run.parent) < 0.01
+    assert torch.equal(plain.age_head.weight, run.parent.age_head.weight)
+    for a, b in zip(_outputs(plain, run.x_val[:8]), _outputs(masked, run.x_val[:8])):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_compressed_round_trip_to_onnx_runtime(run, tmp_path):
+    import onnxruntime as ort
+
+    from export.onnx_export import export_onnx
+
+    model = quantize_ptq(prune_structured(run.parent, 0.3, run.x_calib), run.x_calib)
+    save_compressed(tmp_path / "compressed.pt", model, run.cfg, {"methods": ["structured 0.3", "int8-ptq"]})
+    loaded, cfg, info = load_compressed(tmp_path / "compressed.pt")
+    assert cfg == run.cfg and info["methods"] == ["structured 0.3", "int8-ptq"]
+    x = run.x_val[:16]
+    for a, b in zip(_outputs(loaded, x), _outputs(model, x)):
+        assert torch.equal(a, b)
+
+    onnx_path = export_onnx(loaded, cfg, tmp_path / "int8.onnx")
+    zps = _zero_points(onnx_path)
+    assert {kind for kind, _ in zps} == {"weights", "activations"}
+    assert all(zp.dtype == np.int8 and not zp.any() for _, zp in zps)  # symmetric signed INT8 throughout
+    age, p_male = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(None, {"image": x})
+    age_z, logit = _outputs(loaded, x)
+    torch_age = age_z.numpy() * cfg.age_std + cfg.age_mean
+    # ONNX Runtime runs real INT8 kernels (requantising between layers), torch simulates them in fp32.
+    np.testing.assert_allclose(age, torch_age, atol=1.0)  # months
+    np.testing.assert_allclose(p_male, torch.sigmoid(logit).numpy(), atol=0.02)
+
+
+@pytest.mark.slow
+def test_qat_trains_and_round_trips(run, gate, tmp_path):
+    from quantize.qat import quantize_qat
+
+    n = 128
+    model = quantize_qat(run.parent, run.x_calib, run.x_train[:n], run.train.age[:n], run.train.male[:n],
+                         epochs=1, progress=False)
+    assert gate(model)["agreement"]["p95_abs_months"] < 5.0
+    save_compressed(tmp_path / "qat.pt", model, run.cfg, {})
+    loaded, _, _ = load_compressed(tmp_path / "qat.pt")
+    for a, b in zip(_outputs(loaded, run.x_val[:8]), _outputs(model, run.x_val[:8])):
+        assert torch.equal(a, b)
+
+
+def _cli(run, out, *extra) -> int:
+    from quantize.cli import main
+
+    return main(["--checkpoint", str(run.ckpt), "--data", str(run.data), "--out", str(out),
+                 "--split-file", str(run.split), "--calibration-size", str(CALIBRATION), "--no-progress", *extra])
+
+
+def test_cli_combines_methods_and_writes_a_loadable_model(run, tmp_path):
+    # Thresholds opened wide from the command line: this checks the plumbing, not the accuracy.
+    rc = _cli(run, tmp_path, "--prune-structured", "0.2", "--prune-unstructured", "0.3", "--int8", "ptq",
+              "--max-mae-increase", "1000", "--max-accuracy-drop", "1", "--max-auc-drop", "1")
+    assert rc == 0
+    summary = json.loads((tmp_path / "retention.json").read_text())
+    assert summary["passed"] and list(summary["rows"]) == [
+        "structured 0.2", "structured 0.2 + unstructured 0.3", "structured 0.2 + unstructured 0.3 + int8 ptq"]
+    model, cfg, info = load_compressed(tmp_path / "compressed.pt")
+    assert [m["method"] for m in info["methods"]] == ["structured", "unstructured", "int8-ptq"]
+    assert info["calibration"]["n"] == CALIBRATION and info["retention"]["passed"]
+    assert model.age_head.in_features < run.parent.age_head.in_features
+
+
+def test_cli_refuses_a_model_that_fails_the_gate(run, tmp_path, capsys):
+    assert _cli(run, tmp_path, "--prune-structured", "0.95") == 1
+    assert not (tmp_path / "compressed.pt").exists()
+    assert json.loads((tmp_path / "retention.json").read_text())["passed"] is False
+    assert "FAIL" in capsys.readouterr().out

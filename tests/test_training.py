@@ -1,0 +1,142 @@
+"""models.train end to end on generated phantoms: it learns, it resumes, it runs under DDP (gloo).
+
+The trained runs come from session fixtures in conftest.py (phantom_run, resumed_run), so each
+training happens once per session. Every test here trains or needs a trained model: all are `slow`.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import PHANTOM_EPOCHS, PHANTOM_N, repo_env
+from models.checkpoint import load_model
+from models.data import SPLIT_NAMES, load_images, read_labels, read_split
+from models.train import lr_at, predict_arrays
+
+pytestmark = pytest.mark.slow
+
+# Measured on this phantom set (w035-100, 10 epochs, batch 32): see the report printed by
+# test_phantom_training_beats_the_mean_baseline. The margin leaves room for run-to-run variation.
+MAX_MAE_RATIO = 0.6
+
+
+def _split_labels(run, part):
+    labels = read_labels(run / f"phantoms-{PHANTOM_N}")
+    return labels.subset(read_split(run / "split.json")[part])
+
+
+def _mae_vs_baseline(run, part):
+    model, ckpt = load_model(run / "best.pt")
+    train, target = _split_labels(run, "train"), _split_labels(run, part)
+    x = load_images(target.paths(), model.cfg.input, progress=False)
+    age, _ = predict_arrays(model, x)
+    mae = float(np.mean(np.abs(age - target.age)))
+    baseline = float(np.mean(np.abs(train.age.mean() - target.age)))  # predict the training mean
+    return mae, baseline, ckpt
+
+
+# ---------------------------------------------------------------- it learns
+
+def test_phantom_training_beats_the_mean_baseline(phantom_run):
+    mae, baseline, ckpt = _mae_vs_baseline(phantom_run, "val")
+    history = json.loads((phantom_run / "history.json").read_text())
+    print(f"\nphantom val MAE {mae:.2f} months vs predict-the-mean {baseline:.2f} "
+          f"(ratio {mae / baseline:.2f}); per-epoch val MAE {[round(r['val_mae'], 1) for r in history]}")
+    assert mae < MAX_MAE_RATIO * baseline, f"val MAE {mae:.2f} vs baseline {baseline:.2f}"
+    # best.pt (fp16 weights) reproduces the validation MAE recorded when it was saved (fp32).
+    assert mae == pytest.approx(ckpt["val_metrics"]["mae"], abs=0.5)
+    assert ckpt["val_metrics"]["mae"] == pytest.approx(min(r["val_mae"] for r in history))
+
+
+def test_phantom_model_generalises_to_the_held_out_test_split(phantom_run):
+    mae, baseline, _ = _mae_vs_baseline(phantom_run, "test")
+    print(f"\nphantom test-split MAE {mae:.2f} months vs predict-the-mean {baseline:.2f} (ratio {mae / baseline:.2f})")
+    assert mae < MAX_MAE_RATIO * baseline, f"test MAE {mae:.2f} vs baseline {baseline:.2f}"
+
+
+def test_run_folder_contents(phantom_run):
+    history = json.loads((phantom_run / "history.json").read_text())
+    assert [r["epoch"] for r in history] == list(range(1, PHANTOM_EPOCHS + 1))
+    assert all(np.isfinite(r["loss"]) for r in history)
+    assert history[-1]["loss"] < history[0]["loss"]
+
+    split = read_split(phantom_run / "split.json")
+    ids = [set(split[k]) for k in SPLIT_NAMES]
+    assert sum(map(len, ids)) == PHANTOM_N and len(set().union(*ids)) == PHANTOM_N
+    assert [round(len(s) / PHANTOM_N, 1) for s in ids] == [0.7, 0.2, 0.1]
+
+    log = (phantom_run / "train.log").read_text()
+    for step in ("[1/4]", "[2/4]", "[3/4]", "[4/4]"):
+        assert step in log
+    assert "resumed" not in log
+
+    state = torch.load(phantom_run / "last.pt", map_location="cpu", weights_only=False)
+    assert state["epoch"] == PHANTOM_EPOCHS and state["history"] == history
+    assert {"model", "optimizer", "rng", "config", "best_val_mae"} <= set(state)
+
+
+def test_checkpoint_carries_the_config(phantom_run):
+    model, ckpt = load_model(phantom_run / "best.pt")
+    assert not model.training
+    train = _split_labels(phantom_run, "train")
+    cfg = model.cfg
+    assert cfg.name == "boneage-inception-v3-se-w035" and cfg.width == 0.35
+    assert cfg.to_dict() == ckpt["config"]
+    # Age standardisation comes from the training split, not from defaults.
+    assert cfg.age_mean == pytest.approx(float(train.age.mean()), rel=1e-6)
+    assert cfg.age_std == pytest.approx(float(train.age.std()), rel=1e-6)
+    assert all(v.dtype == torch.float16 for v in ckpt["model"].values() if v.is_floating_point())
+
+
+# ---------------------------------------------------------------- it resumes
+
+def test_resume_continues_where_it_stopped(resumed_run):
+    out, first = resumed_run["out"], resumed_run["first"]
+    assert [r["epoch"] for r in first["history"]] == [1, 2]
+    history = json.loads((out / "history.json").read_text())
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    assert history[:2] == first["history"]  # the first two epochs were not retrained
+
+    log = (out / "train.log").read_text()
+    second = log[len(first["log"]):]
+    assert "resumed" not in first["log"]
+    assert f"resumed from {out / 'last.pt'} after epoch 2" in second
+    assert '"epoch": 3' in second and '"epoch": 1,' not in second and '"epoch": 2,' not in second
+
+    before = torch.load(out / "last-after-2.pt", map_location="cpu", weights_only=False)
+    after = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
+    assert before["epoch"] == 2 and after["epoch"] == 3
+    changed = [k for k, v in after["model"].items() if v.is_floating_point() and not torch.equal(v, before["model"][k])]
+    assert changed, "the resumed epoch did not train"
+
+
+def test_resume_continues_the_lr_schedule(resumed_run):
+    history = json.loads((resumed_run["out"] / "history.json").read_text())
+    # 200 phantoms -> 140 train -> 4 steps of 32 per epoch, 1 warm-up epoch, cosine to 0 at the end.
+    steps, base = 140 // 32, 2e-3
+    assert history[-1]["lr"] == pytest.approx(base * lr_at(3 * steps, 3 * steps, steps), abs=1e-12)
+    assert history[-1]["lr"] == pytest.approx(0.0, abs=1e-12)  # a restarted schedule would be back at 2e-3
+
+
+# ---------------------------------------------------------------- it runs distributed
+
+def test_ddp_two_processes_on_gloo(tmp_path, repo_root):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "models.train", "--synthetic", "200", "--out", str(out), "--model", "w035-100",
+           "--epochs", "1", "--batch-size", "32", "--threads", "1", "--no-progress"]
+    proc = subprocess.run(cmd, cwd=repo_root, env=repo_env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
+    history = json.loads((out / "history.json").read_text())
+    assert [r["epoch"] for r in history] == [1]
+    log = (out / "train.log").read_text()
+    assert "x 2 process(es)" in log
+    assert log.count("[1/4]") == 1  # only rank 0 logs
+    model, _ = load_model(out / "best.pt")
+    assert model.cfg.width == 0.35
