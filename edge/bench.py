@@ -43,13 +43,16 @@ def summarize(ms: list[float]) -> dict:
     return {"p50_ms": float(np.median(a)), "p95_ms": float(np.percentile(a, 95)), "min_ms": float(a.min())}
 
 
+# Peak RSS is read from VmHWM (per address space, reset by exec): getrusage's ru_maxrss survives exec on
+# Linux and would report the benchmarking parent's memory for every child.
 _PROBE = """
-import json, resource, sys, time, numpy as np
+import json, sys, time, numpy as np
 t0 = time.perf_counter()
 {load}
 load_s = time.perf_counter() - t0
 run(np.zeros({shape}, np.float32))
-print(json.dumps({{"load_s": load_s, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+print(json.dumps({{"load_s": load_s, "rss_mb": hwm / 1024}}))
 """
 
 _LOAD_EDGE = """from edge.runtime import BoneAgeModel

@@ -104,6 +104,7 @@ class BoneAgeModel:
 
     def _run_batch(self, pending, sources, results) -> None:
         x = np.stack([arr for _, arr in pending])
+        self.backend.prepare(len(x))
         t0 = time.perf_counter()
         try:
             age, p_male = self.backend.run(x)

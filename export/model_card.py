@@ -54,7 +54,10 @@ def render(meta: dict, verify: dict | None = None, bench: list | None = None) ->
         parts += ["## Latency (edge-bench, batch 1, this project's 2-core CPU)", "```",
                   "\n".join(f"{r['backend']:<12}{r['precision']:<6} p50 {r['p50_ms']:7.2f} ms  "
                             f"p95 {r['p95_ms']:7.2f} ms  {r['size_mb']:6.1f} MB" for r in bench), "```", ""]
-    parts += ["## Paper's values (for comparison; full resolution, their own split)",
+    parts += ["Measured with `edge-verify --data ... --json` and `edge-bench --json` and written here by "
+              "benchmarks/update_model_card.py (commands in the project README). The machine is shared and "
+              "noisy: compare latency medians within one run only.", "",
+              "## Paper's values (for comparison; full resolution, their own split)",
               ", ".join(f"{k} {v}" for k, v in PAPER.items()), "",
               "## Limits", LIMITS.format(h=spec["height"], w=spec["width"]), ""]
     return "\n".join(parts)

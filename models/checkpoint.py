@@ -74,3 +74,4 @@ def _atomic_save(obj, path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+

@@ -11,8 +11,10 @@ edge-export --compressed) only when the final model passes the retention gate. E
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +26,10 @@ from edge.retention import Thresholds, format_rows
 from models.checkpoint import load_model
 from models.data import Labels, load_images, read_labels, read_split
 from quantize.compressed import DEFAULT_NAME, save_compressed
-from quantize.finetune import finetune
+from quantize.finetune import FINETUNE_LR, finetune
 from quantize.gate import RetentionGate
 from quantize.ptq import SCHEME, calibration_info, pick_calibration, quantize_ptq
-from quantize.qat import quantize_qat
+from quantize.qat import QAT_LR, quantize_qat
 from quantize.structured import channel_summary, prune_structured
 from quantize.unstructured import MODES, bake, prune_unstructured, sparsity
 
@@ -38,14 +40,15 @@ def parse_args(argv=None):
     p.add_argument("--data", required=True, help="the labelled data folder the checkpoint was trained on")
     p.add_argument("--out", required=True, help=f"output directory ({DEFAULT_NAME}, retention.json)")
     p.add_argument("--split-file", help="training split (default: the one stored in the checkpoint)")
-    p.add_argument("--prune-structured", type=float, metavar="RATIO", help="remove this share of filters")
-    p.add_argument("--prune-unstructured", type=float, metavar="RATIO", help="zero this share of weights")
+    p.add_argument("--prune-structured", type=_ratio, metavar="RATIO", help="remove this share of filters")
+    p.add_argument("--prune-unstructured", type=_ratio, metavar="RATIO", help="zero this share of weights")
     p.add_argument("--unstructured-mode", choices=list(MODES), default="local",
                    help="rank weights per layer (local) or across layers (global)")
     p.add_argument("--int8", choices=["ptq", "qat"], help="INT8: post-training or quantization-aware training")
     p.add_argument("--finetune-epochs", type=int, metavar="N",
                    help="fine-tune epochs after each pruning and for QAT (default: 0 after pruning, 1 for QAT)")
-    p.add_argument("--lr", type=float, default=1e-4, help="fine-tune and QAT learning rate")
+    p.add_argument("--lr", type=float,
+                   help=f"learning rate (default {FINETUNE_LR:g} after pruning, {QAT_LR:g} for QAT)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--calibration-size", type=int, default=300, help="training images for INT8 ranges and BN")
     t = Thresholds()
@@ -54,12 +57,21 @@ def parse_args(argv=None):
     p.add_argument("--max-auc-drop", type=float, default=t.max_auc_drop)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout (logs go to stderr)")
+    p.add_argument("--json", action="store_true", help="print retention.json on stdout (logs go to stderr)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if not (args.prune_structured or args.prune_unstructured or args.int8):
         p.error("nothing to do: give --prune-structured, --prune-unstructured and/or --int8")
+    if args.int8 == "qat" and args.finetune_epochs == 0:
+        p.error("--int8 qat trains: give --finetune-epochs 1 or more (or use --int8 ptq)")
     return args
+
+
+def _ratio(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"a share between 0 and 1 (exclusive), e.g. 0.3; got {text}")
+    return value
 
 
 @dataclass
@@ -111,13 +123,14 @@ def run_int8(model, data: Images, args, epochs: int):
         model, epochs = quantize_ptq(model, data.x_calib), 0
     else:
         model = quantize_qat(model, data.x_calib, data.x_train, data.train.age, data.train.male, epochs=epochs,
-                             lr=args.lr, batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress)
+                             lr=args.lr or QAT_LR, batch_size=args.batch_size, seed=args.seed,
+                             progress=not args.no_progress)
     return model, {"method": f"int8-{args.int8}", **SCHEME, "calibration_images": len(data.x_calib),
                    "finetune_epochs": epochs}
 
 
 def _finetune(model, data: Images, args, epochs: int, desc: str):
-    return finetune(model, data.x_train, data.train.age, data.train.male, epochs, lr=args.lr,
+    return finetune(model, data.x_train, data.train.age, data.train.male, epochs, lr=args.lr or FINETUNE_LR,
                     batch_size=args.batch_size, seed=args.seed, desc=desc, progress=not args.no_progress)
 
 
@@ -137,7 +150,17 @@ def plan(args) -> list[tuple[str, object, int]]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.json else (lambda msg: print(msg, flush=True))
+    if not args.json:
+        return compress(args)
+    # NNCF logs and draws progress bars on stdout: keep it for the JSON alone.
+    with _stdout_to_stderr():
+        code = compress(args)
+    print((Path(args.out) / "retention.json").read_text())
+    return code
+
+
+def compress(args) -> int:
+    """The numbered steps; returns the exit code (0: passed the gate and written, 1: failed)."""
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -146,48 +169,65 @@ def main(argv=None) -> int:
     steps = plan(args)
     total = len(steps) + 3
 
-    log(f"[1/{total}] {args.checkpoint}, images from {args.data}")
+    print(f"[1/{total}] {args.checkpoint}, images from {args.data}", flush=True)
     parent, ckpt = load_model(args.checkpoint)
     split_file = _split_file(args, ckpt)
-    needs_training = args.int8 == "qat" or bool(args.finetune_epochs and (args.prune_structured or args.prune_unstructured))
-    data = load_data(args, parent.cfg.input, split_file, needs_training)
-    thresholds = Thresholds(args.max_mae_increase, args.max_accuracy_drop, args.max_auc_drop)
-    gate = RetentionGate(parent, data.x_val, data.val, thresholds)
-    log(f"      {len(data.x_train)} training / {len(data.x_calib)} calibration / {len(data.x_val)} validation images "
-        f"(split {split_file})")
+    pruning = args.prune_structured or args.prune_unstructured
+    data = load_data(args, parent.cfg.input, split_file, args.int8 == "qat" or bool(args.finetune_epochs and pruning))
+    gate = RetentionGate(parent, data.x_val, data.val,
+                         Thresholds(args.max_mae_increase, args.max_accuracy_drop, args.max_auc_drop))
+    print(f"      {len(data.x_train)} training / {len(data.x_calib)} calibration / {len(data.x_val)} validation "
+          f"images (split {split_file})", flush=True)
 
     model, methods, rows, label = parent, [], {}, ""
-    for k, (name, run, epochs) in enumerate(steps, start=2):
-        log(f"[{k}/{total}] {name}")
-        model, entry = run(model, data, args, epochs)
+    for k, (name, method, epochs) in enumerate(steps, start=2):
+        print(f"[{k}/{total}] {name}", flush=True)
+        model, entry = method(model, data, args, epochs)
         methods.append(entry)
         label = f"{label} + {name}" if label else name
-        rows[label] = gate(model)
+        rows[label] = gate(model)  # every stage is measured; the last one is judged
 
-    log(f"[{total - 1}/{total}] retention against the FP32 parent on {len(data.x_val)} validation images")
     final = rows[label]
-    log(f"      FP32 parent: MAE {final['reference']['mae']:.2f} months, sex accuracy "
-        f"{final['reference']['accuracy']:.3f}, AUC {final['reference']['auc']:.3f}")
-    log(format_rows(rows))
-
-    log(f"[{total}/{total}] writing {out}")
+    print(f"[{total - 1}/{total}] retention against the FP32 parent on {len(data.x_val)} validation images\n"
+          f"      FP32 parent: MAE {final['reference']['mae']:.2f} months, sex accuracy "
+          f"{final['reference']['accuracy']:.3f}, AUC {final['reference']['auc']:.3f}\n{format_rows(rows)}")
+    print(f"[{total}/{total}] writing {out}", flush=True)
     info = {"methods": methods, "calibration": data.calibration, "retention": final,
             "parent": {"checkpoint": str(args.checkpoint), "epoch": ckpt.get("epoch"),
                        "val_metrics": ckpt.get("val_metrics")},
             "data": str(args.data), "split_file": str(split_file),
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-    summary = {"passed": final["passed"], "final": label, "rows": rows, **{k: info[k] for k in ("methods", "calibration", "parent")}}
+    return write_results(out, model, parent.cfg, info, rows, label)
+
+
+def write_results(out: Path, model, cfg, info: dict, rows: dict, label: str) -> int:
+    """retention.json always; compressed.pt only for a model that passed."""
+    final = rows[label]
+    summary = {"passed": final["passed"], "final": label, "rows": rows,
+               **{k: info[k] for k in ("methods", "calibration", "parent", "created")}}
     (out / "retention.json").write_text(json.dumps(summary, indent=1))
     if final["passed"]:
-        save_compressed(out / DEFAULT_NAME, model, parent.cfg, info)
-        log(f"PASS: {out / DEFAULT_NAME}")
-    else:
-        log(f"FAIL: {'; '.join(final['failures'])}. {DEFAULT_NAME} not written; see {out / 'retention.json'}")
-        if (out / DEFAULT_NAME).exists():
-            log(f"note: {out / DEFAULT_NAME} is left from an earlier run (its info records that run's verdict)")
-    if args.json:
-        print(json.dumps(summary, indent=1))
-    return 0 if final["passed"] else 1
+        save_compressed(out / DEFAULT_NAME, model, cfg, info)
+        print(f"PASS: {out / DEFAULT_NAME}", flush=True)
+        return 0
+    print(f"FAIL: {'; '.join(final['failures'])}. {DEFAULT_NAME} not written; see {out / 'retention.json'}")
+    if (out / DEFAULT_NAME).exists():
+        print(f"note: {out / DEFAULT_NAME} is left from an earlier run (its info records that run's verdict)")
+    return 1
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """Point file descriptor 1 at stderr (loggers and progress bars hold their own stdout references)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _split_file(args, ckpt: dict) -> Path:

@@ -16,6 +16,7 @@ import torch
 from models.train import _train_epoch, lr_at
 from quantize.ptq import calibration_dataset
 
+FINETUNE_LR = 1e-4  # after pruning: a twentieth of training's peak rate (edge-train --lr 2e-3)
 # BatchNorm keeps a running average with momentum 0.1, so adaptation needs a few dozen batches to forget
 # the old statistics (0.9^37 = 2% left after 300 images in batches of 8).
 BN_BATCH = 8
@@ -31,7 +32,7 @@ def adapt_batchnorm(model: torch.nn.Module, x: np.ndarray) -> torch.nn.Module:
 
 
 def finetune(model: torch.nn.Module, x: np.ndarray, age_months: np.ndarray, male: np.ndarray, epochs: int,
-             lr: float = 1e-4, batch_size: int = 32, sex_weight: float = 0.5, augment: bool = True,
+             lr: float = FINETUNE_LR, batch_size: int = 32, sex_weight: float = 0.5, augment: bool = True,
              seed: int = 0, desc: str = "fine-tune", progress: bool = True) -> torch.nn.Module:
     """Train `model` (plain, pruned, or NNCF-wrapped) in place for `epochs` on (N, C, H, W) images."""
     if epochs <= 0:

@@ -72,6 +72,8 @@ def use_qdq_export(model: torch.nn.Module) -> torch.nn.Module:
 
     Their default export mode writes OpenVINO's custom FakeQuantize op (org.openvinotoolkit domain),
     which neither ONNX Runtime nor TensorRT can run. Only tracing is affected; forward() is unchanged.
+    Weights export as FP32 initializers -> QuantizeLinear (export.onnx_export.fold_weight_quantizers
+    turns those into int8 initializers).
     """
     from nncf.torch.quantization.layers import BaseQuantizer, QuantizerExportMode
 

@@ -36,5 +36,8 @@ class Backend(ABC):
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, C, H, W) float32 -> (bone age in months (N,), P(male) (N,))."""
 
+    def prepare(self, batch_size: int) -> None:
+        """Get ready for batches of this size (compile, allocate) so it is not timed as inference."""
+
     def describe(self) -> str:
         return f"{self.name} {self.precision}"

@@ -1,0 +1,55 @@
+"""The bundle shipped in the package: it loads, self-tests, and gives the same answer at any batch size."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge.bundle import load_bundle
+from edge.preprocess import preprocess
+from edge.runtime import BoneAgeModel, default_bundle_path
+from edge.verify import runnable, self_test
+
+BUNDLE = default_bundle_path()
+pytestmark = pytest.mark.skipif(not (BUNDLE / "bundle.json").exists(), reason="no default bundle in this checkout")
+
+
+def _samples():
+    b = load_bundle(BUNDLE)
+    return b, [BUNDLE / s["file"] for s in b.meta["samples"]]
+
+
+def test_default_bundle_has_int8_and_fp32_within_size_budget():
+    b, samples = _samples()
+    assert {("openvino", "int8"), ("openvino", "fp32"), ("onnxruntime", "int8"), ("onnxruntime", "fp32")} <= set(b.available())
+    assert sum(a["size"] for a in b.meta["artifacts"]) < 80e6
+    assert len(samples) >= 2 and all(p.exists() for p in samples)
+
+
+def test_self_test_passes_on_every_backend():
+    result = self_test(BUNDLE)
+    assert result["passed"], result
+    assert len(result["backends"]) == 4
+
+
+@pytest.mark.parametrize("name", ["openvino/int8", "openvino/fp32", "onnxruntime/int8", "onnxruntime/fp32"])
+def test_batch_size_does_not_change_outputs(name):
+    # Regression: OpenVINO 2026.4.1 gave 625 instead of 166 months at batch 1 for the INT8 IR with a
+    # dynamic batch axis on an AMX CPU, while batch 3 (what the self-test uses) was right.
+    model = runnable(BUNDLE)[name]
+    b, samples = _samples()
+    x = np.stack([preprocess(p, b.config.input) for p in samples])
+    age_all, p_all = model.run_arrays(x)
+    for k in range(len(x)):
+        age_1, p_1 = model.run_arrays(x[k:k + 1])
+        np.testing.assert_allclose(age_1, age_all[k:k + 1], atol=0.05)
+        np.testing.assert_allclose(p_1, p_all[k:k + 1], atol=1e-3)
+
+
+def test_predict_on_a_sample_is_plausible():
+    b, samples = _samples()
+    stored = {s["file"]: s for s in b.meta["samples"]}
+    for path in samples:
+        r = BoneAgeModel.load().predict(path)
+        ref = stored[f"samples/{path.name}"]
+        assert abs(r.bone_age_months - ref["bone_age_months"]) < 10
+        assert (r.p_male >= 0.5) == (ref["p_male"] >= 0.5)
