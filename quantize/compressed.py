@@ -4,7 +4,8 @@ A torch file holding a dict:
     format  "boneage-compressed/1"
     config  ModelConfig.to_dict() of the base network (preprocessing and de-standardisation travel along)
     model   the full fp32 state_dict: base weights (possibly narrower after structured pruning, zeros after
-            unstructured pruning) plus NNCF's quantizer parameters (scales) under "__nncf_hooks."
+            unstructured pruning, on their INT8 grid after quantization: quantize.ptq.snap_weights) plus
+            NNCF's quantizer parameters (scales, signedness) under "__nncf_hooks."
     nncf    nncf.torch.get_config(model) for NNCF-quantized models, else None
     info    what edge-quantize did: methods, calibration set, retention verdict, parent checkpoint
 
@@ -23,6 +24,8 @@ from models.inception import BoneAgeNet
 
 FORMAT = "boneage-compressed/1"
 DEFAULT_NAME = "compressed.pt"
+# Where NNCF's function-hook wrapper keeps its modules (nncf.torch.function_hook.wrapper.ATR_HOOK_STORAGE).
+HOOKS_PREFIX = "__nncf_hooks."
 
 
 def save_compressed(path, model: torch.nn.Module, base_cfg: ModelConfig, info: dict) -> Path:
@@ -66,7 +69,3 @@ def _nncf_config(model: torch.nn.Module) -> dict | None:
 
     config = nncf.torch.get_config(model)
     return config if any(config.values()) else None
-
-
-# Where NNCF's function-hook wrapper keeps its modules (nncf.torch.function_hook.wrapper.ATR_HOOK_STORAGE).
-HOOKS_PREFIX = "__nncf_hooks."

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from quantize.finetune import finetune
-from quantize.ptq import quantize_ptq
+from quantize.ptq import quantize_ptq, snap_weights
 
 # OpenVINO's QAT guide asks for "a few epochs with a small learning rate, for example, 10e-5"
 # (docs: compressing-models-during-training/quantization-aware-training-pytorch). Measured on a phantom
@@ -23,5 +23,7 @@ def quantize_qat(model: torch.nn.Module, x_calib: np.ndarray, x_train: np.ndarra
         raise ValueError("quantization-aware training needs at least one fine-tune epoch "
                          "(with none it is post-training quantization: use --int8 ptq)")
     quantized = quantize_ptq(model, x_calib)
-    return finetune(quantized, x_train, age_months, male, epochs, lr=lr, desc="QAT", progress=progress,
-                    **finetune_kwargs)
+    trained = finetune(quantized, x_train, age_months, male, epochs, lr=lr, desc="QAT", progress=progress,
+                       **finetune_kwargs)
+    snap_weights(trained, x_calib[:1])  # training moved the weights off the INT8 grid
+    return trained
