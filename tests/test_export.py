@@ -70,3 +70,17 @@ def test_int8_onnx_is_symmetric_qdq_with_tensorrt_ops(phantom_bundle):
     assert weight_dq >= convs  # every convolution has INT8 weights
     assert not any(i.data_type == onnx.TensorProto.FLOAT and i.name.endswith(".weight") and "conv" in i.name
                    for i in model.graph.initializer)  # and no FP32 copy of them is left behind
+
+
+def test_tensorrt_engine_cache_key_and_plan():
+    a = engine_cache_key("ab" * 32, "int8", "NVIDIA H100 80GB HBM3", "9.0", "10.13.0")
+    assert a.startswith("nvidia-h100-80gb-hbm3-sm90-trt10.13.0-int8-") and a.endswith(".engine")
+    assert a == engine_cache_key("ab" * 32, "int8", "NVIDIA H100 80GB HBM3", "9.0", "10.13.0")
+    others = [engine_cache_key("cd" * 32, "int8", "NVIDIA H100 80GB HBM3", "9.0", "10.13.0"),
+              engine_cache_key("ab" * 32, "fp32", "NVIDIA H100 80GB HBM3", "9.0", "10.13.0"),
+              engine_cache_key("ab" * 32, "int8", "NVIDIA L4", "8.9", "10.13.0"),
+              engine_cache_key("ab" * 32, "int8", "NVIDIA H100 80GB HBM3", "9.0", "11.0.0")]
+    assert len({a, *others}) == 5  # artifact, precision, GPU and TensorRT version all change the key
+    int8, fp32 = build_plan("int8"), build_plan("fp32")
+    assert int8["strongly_typed"] and not int8["autocast_fp16"]  # Q/DQ carries the INT8 precision
+    assert fp32["strongly_typed"] and fp32["autocast_fp16"]  # FP16 via ModelOpt AutoCast (no FP16 flag in TRT 11)
