@@ -62,10 +62,14 @@ class BoneAgeModel:
         names = [n for n in AUTO_ORDER if (n, precision) in b.available()] if backend == "auto" else [backend]
         errors = []
         for name in names:
-            artifact = b.artifact_path(name, precision)  # BundleError on a tampered file: never skipped
             cls_ = backend_class(name)
             try:
                 cls_.check_available()
+            except BackendUnavailable as e:
+                errors.append(str(e))
+                continue
+            artifact = b.artifact_path(name, precision)  # BundleError on a tampered file: never skipped
+            try:
                 return cls(b, cls_(artifact, precision, threads), precision)
             except BackendUnavailable as e:
                 errors.append(str(e))
@@ -93,8 +97,11 @@ class BoneAgeModel:
         for k, src in enumerate(sources):
             try:
                 pending.append((k, preprocess(src, self.spec)))
-            except (ImageError, ValueError) as e:
-                results[k] = Failure(_name(src, k), e.problem if isinstance(e, ImageError) else str(e))
+            except ImageError as e:
+                results[k] = Failure(_name(src, k), e.problem)
+            except Exception as e:  # a decoder's unforeseen failure is this file's problem, not the batch's
+                first = (str(e).strip().splitlines() or [""])[0]
+                results[k] = Failure(_name(src, k), f"cannot read image ({type(e).__name__}: {first})")
             if len(pending) == batch_size or (k == len(sources) - 1 and pending):
                 self._run_batch(pending, sources, results)
                 pending = []

@@ -113,8 +113,8 @@ def int8_model(args, fp32, ckpt):
 
 def ship_samples(fp32, samples, out: Path) -> list[dict]:
     """Copy sample radiographs into the bundle with the FP32 model's outputs for them (the self-test)."""
-    import torch
     from edge.preprocess import preprocess
+    from models.train import predict_arrays
 
     entries = []
     (out / "samples").mkdir(exist_ok=True)
@@ -125,11 +125,8 @@ def ship_samples(fp32, samples, out: Path) -> list[dict]:
     for src in samples:
         rel = f"samples/{Path(src).name}"
         shutil.copyfile(src, out / rel)
-        x = torch.from_numpy(preprocess(out / rel, fp32.cfg.input)[None])
-        with torch.no_grad():
-            age_z, logit = fp32(x)
-        entries.append({"file": rel, "bone_age_months": float(age_z[0]) * fp32.cfg.age_std + fp32.cfg.age_mean,
-                        "p_male": float(torch.sigmoid(logit[0]))})
+        age, p_male = predict_arrays(fp32, preprocess(out / rel, fp32.cfg.input)[None])
+        entries.append({"file": rel, "bone_age_months": float(age[0]), "p_male": float(p_male[0])})
     return entries
 
 
