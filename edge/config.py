@@ -49,6 +49,10 @@ class ModelConfig:
     se_rd_ratio: float = 1 / 16
     heads: str = "shared"  # "shared": one SE gate feeds both heads; "branch": one SE gate per head
     dropout: float = 0.2
+    # >0: the network first resizes its input (bilinear) to net_size x net_size. The 100 px data then
+    # reaches Mixed_7 as a 2x2 map (at 128) instead of 1x1, while preprocessing stays exactly what
+    # made the data, so a full-resolution radiograph still sees the same NEAREST squash as training.
+    net_size: int = 0
     # Bone age is regressed standardised; these turn the output back into months.
     age_mean: float = 127.0
     age_std: float = 41.0
@@ -58,6 +62,8 @@ class ModelConfig:
         _check_choice("heads", self.heads, HEAD_DESIGNS)
         if not 0.05 <= self.width <= 2.0:
             raise ValueError(f"width multiplier {self.width} is outside [0.05, 2]")
+        if self.net_size and self.net_size < 75:
+            raise ValueError(f"net_size {self.net_size}: InceptionV3 needs at least 75 px (0 turns it off)")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -190,6 +190,9 @@ class BoneAgeNet(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
+        size = cfg.net_size
+        self.resize = (nn.Upsample(size=(size, size), mode="bilinear", align_corners=False) if size
+                       else nn.Identity())
         self.features = InceptionV3Features(cfg.input.channels, cfg.width)
         self.num_features = self.features.num_features
         n_gates = 1 if cfg.heads == "shared" else 2
@@ -202,7 +205,7 @@ class BoneAgeNet(nn.Module):
             nn.init.zeros_(head.bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
+        return self.features(self.resize(x))
 
     def forward_head(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pooled = [self.drop(F.adaptive_avg_pool2d(se(feats), 1).flatten(1)) for se in self.se]

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from edge import metrics
 from models.augment import augment_batch
 from models.checkpoint import load_model, save_training_state, save_weights
+from models.ema import WeightEMA
 from models.data import load_images, make_split, read_labels, read_split, write_split
 from models.inception import MODEL_CONFIGS, BoneAgeNet, count_params
 
@@ -37,12 +38,16 @@ def parse_args(argv=None):
     p.add_argument("--resize", choices=["squash", "pad"], help="resize policy (overrides the model's)")
     p.add_argument("--width", type=float, help="channel width multiplier (overrides the model's)")
     p.add_argument("--heads", choices=["shared", "branch"], help="head design (overrides the model's)")
+    p.add_argument("--net-size", type=int, help="the network resizes its input to this size first "
+                                                "(overrides the model's; also applies to --init-from)")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--sex-weight", type=float, default=0.5, help="weight of the sex BCE in the loss")
     p.add_argument("--warmup-epochs", type=float, default=1.0)
+    p.add_argument("--ema", type=float, default=0.998, metavar="DECAY",
+                   help="evaluate and save an exponential moving average of the weights (0: off)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto",
                    help="auto: fp16 autocast on CUDA, fp32 on CPU (bf16 measured no faster there)")
@@ -63,7 +68,8 @@ def build_config(args, age: np.ndarray):
         cfg = cfg.with_input(height=args.image_size, width=args.image_size)
     if args.resize:
         cfg = cfg.with_input(resize=args.resize)
-    changes = {k: v for k, v in (("width", args.width), ("heads", args.heads)) if v is not None}
+    changes = {k: v for k, v in (("width", args.width), ("heads", args.heads), ("net_size", args.net_size))
+               if v is not None}
     return replace(cfg, age_mean=float(age.mean()), age_std=float(age.std()), **changes)
 
 
@@ -129,7 +135,8 @@ def main(argv=None):
     state = _load_state(out / "last.pt")
     if state is None and args.init_from:
         model, _ = load_model(args.init_from)
-        cfg = model.cfg
+        cfg = model.cfg if args.net_size is None else replace(model.cfg, net_size=args.net_size)
+        model = _rebuilt(model, cfg)
         log(f"initialised from {args.init_from}")
     else:
         cfg = build_config(args, train_l.age) if state is None else _config_from(state)
@@ -145,6 +152,10 @@ def main(argv=None):
         log(f"resumed from {out / 'last.pt'} after epoch {start_epoch}")
     log(f"[2/4] {cfg.name} width {cfg.width} heads {cfg.heads}, {count_params(model) / 1e6:.2f} M params, "
         f"input {cfg.input.channels}x{cfg.input.height}x{cfg.input.width} ({cfg.input.resize})")
+    ema = WeightEMA(model, args.ema) if args.ema else None
+    if ema is not None and state is not None and state.get("ema") is not None:
+        ema.load_state_dict(state["ema"])
+    evaluated = ema.model if ema is not None else model  # what validation scores and best.pt holds
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
 
     x_train = load_images(train_l.paths(), cfg.input, progress=rank == 0 and not args.no_progress)
@@ -164,10 +175,10 @@ def main(argv=None):
         t0 = time.time()
         gen = torch.Generator().manual_seed(args.seed * 1000 + epoch)
         order = torch.randperm(len(x_train), generator=gen)[rank::world][: steps_per_epoch * args.batch_size]
-        loss_sum = _train_epoch(ddp, opt, sched, x_train, y_age, y_sex, order, args, device, dtype,
+        loss_sum = _train_epoch(ddp, opt, sched, ema, x_train, y_age, y_sex, order, args, device, dtype,
                                 desc=f"epoch {epoch + 1}/{args.epochs}", progress=rank == 0 and not args.no_progress)
         if rank == 0:
-            age, p = predict_arrays(model, x_val, device=device)
+            age, p = predict_arrays(evaluated, x_val, device=device)
             m = metrics.point_metrics(val_l.age, age, val_l.male, p)
             row = {"epoch": epoch + 1, "loss": loss_sum, "val_mae": m["mae"], "val_accuracy": m["accuracy"],
                    "val_auc": m["auc"], "lr": sched.get_last_lr()[0], "minutes": (time.time() - t0) / 60}
@@ -175,12 +186,12 @@ def main(argv=None):
             improved = m["mae"] < best
             if improved:
                 best = m["mae"]
-                save_weights(out / "best.pt", model, {"epoch": epoch + 1, "val_metrics": m,
+                save_weights(out / "best.pt", evaluated, {"epoch": epoch + 1, "val_metrics": m,
                                                       "split": str(split_path), "data": str(data_dir)})
             log(json.dumps(row) + ("  *best*" if improved else ""))
             save_training_state(out / "last.pt", model=model.state_dict(), optimizer=opt.state_dict(),
                                 epoch=epoch + 1, history=history, best_val_mae=best, config=cfg.to_dict(),
-                                rng=torch.get_rng_state())
+                                rng=torch.get_rng_state(), ema=ema.state_dict() if ema is not None else None)
         _barrier(world)
 
     # [4/4] summary
@@ -192,7 +203,7 @@ def main(argv=None):
     return 0
 
 
-def _train_epoch(model, opt, sched, x_train, y_age, y_sex, order, args, device, dtype, desc, progress):
+def _train_epoch(model, opt, sched, ema, x_train, y_age, y_sex, order, args, device, dtype, desc, progress):
     model.train()
     n_batches = len(order) // args.batch_size
     it = range(n_batches)
@@ -215,6 +226,8 @@ def _train_epoch(model, opt, sched, x_train, y_age, y_sex, order, args, device, 
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         opt.step()
         sched.step()
+        if ema is not None:
+            ema.update(model)
         total += loss.item()
     return total / max(1, n_batches)
 
@@ -228,6 +241,15 @@ def _data_dir(args, rank: int) -> Path:
         write_phantom_dataset(target, args.synthetic, size=128, seed=args.seed)
     _barrier(int(os.environ.get("WORLD_SIZE", 1)))
     return target
+
+
+def _rebuilt(model: BoneAgeNet, cfg) -> BoneAgeNet:
+    """The same weights under a changed config (net_size adds no parameters)."""
+    if cfg == model.cfg:
+        return model
+    new = BoneAgeNet(cfg)
+    new.load_state_dict(model.state_dict())
+    return new
 
 
 def _load_state(path: Path):

@@ -25,7 +25,7 @@ import torch
 from edge.retention import Thresholds, format_rows
 from models.checkpoint import load_model
 from models.data import Labels, load_images, read_labels, read_split
-from quantize.compressed import DEFAULT_NAME, save_compressed
+from quantize.compressed import DEFAULT_NAME, REJECTED_NAME, save_compressed
 from quantize.finetune import FINETUNE_LR, finetune
 from quantize.gate import RetentionGate
 from quantize.ptq import SCHEME, calibration_info, pick_calibration, quantize_ptq
@@ -57,6 +57,8 @@ def parse_args(argv=None):
     p.add_argument("--max-auc-drop", type=float, default=t.max_auc_drop)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--keep-rejected", action="store_true",
+                   help=f"also write a model that fails the gate, as OUT/{REJECTED_NAME} (for benchmarks only)")
     p.add_argument("--json", action="store_true", help="print retention.json on stdout (logs go to stderr)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
@@ -197,10 +199,10 @@ def compress(args) -> int:
                        "val_metrics": ckpt.get("val_metrics")},
             "data": str(args.data), "split_file": str(split_file),
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-    return write_results(out, model, parent.cfg, info, rows, label)
+    return write_results(out, model, parent.cfg, info, rows, label, args.keep_rejected)
 
 
-def write_results(out: Path, model, cfg, info: dict, rows: dict, label: str) -> int:
+def write_results(out: Path, model, cfg, info: dict, rows: dict, label: str, keep_rejected: bool = False) -> int:
     """retention.json always; compressed.pt only for a model that passed."""
     final = rows[label]
     summary = {"passed": final["passed"], "final": label, "rows": rows,
@@ -211,6 +213,10 @@ def write_results(out: Path, model, cfg, info: dict, rows: dict, label: str) -> 
         print(f"PASS: {out / DEFAULT_NAME}", flush=True)
         return 0
     print(f"FAIL: {'; '.join(final['failures'])}. {DEFAULT_NAME} not written; see {out / 'retention.json'}")
+    if keep_rejected:
+        # Under another name, so nothing downstream mistakes it for a model that passed.
+        save_compressed(out / REJECTED_NAME, model, cfg, info)
+        print(f"kept for benchmarking only: {out / REJECTED_NAME}")
     if (out / DEFAULT_NAME).exists():
         print(f"note: {out / DEFAULT_NAME} is left from an earlier run (its info records that run's verdict)")
     return 1

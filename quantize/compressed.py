@@ -24,6 +24,7 @@ from models.inception import BoneAgeNet
 
 FORMAT = "boneage-compressed/1"
 DEFAULT_NAME = "compressed.pt"
+REJECTED_NAME = "rejected.pt"  # a model that failed the gate, written only on request (edge-quantize --keep-rejected)
 # Where NNCF's function-hook wrapper keeps its modules (nncf.torch.function_hook.wrapper.ATR_HOOK_STORAGE).
 HOOKS_PREFIX = "__nncf_hooks."
 

@@ -237,3 +237,26 @@ def test_train_mode_updates_bn_and_eval_is_deterministic(small_cfg):
     with torch.no_grad():
         a, b = net(x), net(x)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_net_size_upsamples_inside_the_network(small_cfg):
+    from dataclasses import replace
+
+    import torch.nn.functional as F
+
+    plain = BoneAgeNet(small_cfg).eval()
+    inside = BoneAgeNet(replace(small_cfg, net_size=128)).eval()
+    inside.load_state_dict(plain.state_dict())  # net_size adds no parameters
+    x = torch.randn(2, 1, 100, 100)
+    with torch.no_grad():
+        expected = plain(F.interpolate(x, size=(128, 128), mode="bilinear", align_corners=False))
+        got = inside(x)
+    for e, g in zip(expected, got):
+        assert torch.allclose(e, g, atol=1e-5)
+
+
+def test_net_size_below_75_is_refused(small_cfg):
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="net_size"):
+        replace(small_cfg, net_size=64)

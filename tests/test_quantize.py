@@ -220,6 +220,18 @@ def test_cli_refuses_a_model_that_fails_the_gate(run, tmp_path, capsys):
     assert not (tmp_path / "compressed.pt").exists()
     assert json.loads((tmp_path / "retention.json").read_text())["passed"] is False
     assert "FAIL" in capsys.readouterr().out
+    assert not (tmp_path / "rejected.pt").exists()
+
+
+def test_cli_keeps_a_rejected_model_only_under_its_own_name(run, tmp_path, capsys):
+    from quantize.compressed import load_compressed
+
+    assert _cli(run, tmp_path, "--prune-structured", "0.95", "--max-accuracy-drop", "1", "--max-auc-drop", "1",
+                "--max-mae-increase", str(PHANTOM_GATE.max_mae_increase), "--keep-rejected") == 1
+    assert not (tmp_path / "compressed.pt").exists()
+    _net, _cfg, info = load_compressed(tmp_path / "rejected.pt")
+    assert info["retention"]["passed"] is False
+    assert "benchmarking only" in capsys.readouterr().out
 
 
 def test_cli_defaults_are_the_gate_defaults():

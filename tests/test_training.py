@@ -140,3 +140,35 @@ def test_ddp_two_processes_on_gloo(tmp_path, repo_root):
     assert log.count("[1/4]") == 1  # only rank 0 logs
     model, _ = load_model(out / "best.pt")
     assert model.cfg.width == 0.35
+
+
+def test_resume_restores_the_weight_average(resumed_run):
+    before = torch.load(resumed_run["out"] / "last-after-2.pt", map_location="cpu", weights_only=False)
+    after = torch.load(resumed_run["out"] / "last.pt", map_location="cpu", weights_only=False)
+    # 140 train phantoms, batch 32: 4 steps an epoch; the count carries over instead of restarting.
+    assert before["ema"]["updates"] == 2 * 4 and after["ema"]["updates"] == 3 * 4
+
+
+def test_best_checkpoint_holds_the_averaged_weights(resumed_run):
+    last = torch.load(resumed_run["out"] / "last.pt", map_location="cpu", weights_only=False)
+    best = torch.load(resumed_run["out"] / "best.pt", map_location="cpu", weights_only=False)
+    if best["epoch"] != 3:
+        pytest.skip(f"best.pt is from epoch {best['epoch']}, not the last one")
+    key = "age_head.weight"
+    assert torch.allclose(best["model"][key].float(), last["ema"]["model"][key], atol=1e-3)
+    assert not torch.allclose(last["ema"]["model"][key], last["model"][key])
+
+
+def test_init_from_with_a_new_net_size_keeps_the_weights(phantom_run, tmp_path):
+    from models.train import main
+
+    out = tmp_path / "upsized"
+    assert main(["--synthetic", "40", "--out", str(out), "--init-from", str(phantom_run / "best.pt"),
+                 "--net-size", "112", "--epochs", "1", "--batch-size", "16", "--lr", "0", "--ema", "0",
+                 "--no-progress", "--no-augment"]) == 0
+    parent, _ = load_model(phantom_run / "best.pt")
+    child, _ = load_model(out / "best.pt")
+    assert parent.cfg.net_size == 0 and child.cfg.net_size == 112
+    # lr 0: only BatchNorm running statistics may move; every learned weight is the parent's.
+    for (name, a), b in zip(parent.named_parameters(), child.parameters()):
+        assert torch.allclose(a, b, atol=1e-3), name

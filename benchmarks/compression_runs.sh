@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The compression variants of the issue-3 table, each an edge-quantize run gated against the same FP32
+# parent on the same validation images. Then: python benchmarks/compression_table.py
+# Usage: benchmarks/compression_runs.sh [CHECKPOINT] [DATA] [OUTROOT]   (THREADS=1 to share the CPU)
+set -u
+CK=${1:-models/checkpoints/w050-100.pt}
+DATA=${2:-../shared/data/rsna-boneage/train-100px}
+ROOT=${3:-runs/compression}
+SPLIT=models/splits/rsna-train-100px-seed0.json
+COMMON=(--checkpoint "$CK" --data "$DATA" --split-file "$SPLIT" --threads "${THREADS:-0}" --keep-rejected --no-progress)
+run() {  # name, then edge-quantize's method flags; a failed gate is a result, not an error
+  local name=$1; shift
+  [ -f "$ROOT/$name/retention.json" ] && { echo "skip $name (done)"; return; }
+  echo "=== $name: $*"
+  edge-quantize "${COMMON[@]}" --out "$ROOT/$name" "$@" || echo "($name did not pass the gate)"
+}
+run unstructured-0.5 --prune-unstructured 0.5
+run int8-ptq --int8 ptq
+run structured-0.2 --prune-structured 0.2 --finetune-epochs 2
+run structured-0.4 --prune-structured 0.4 --finetune-epochs 3
+run int8-qat --int8 qat --finetune-epochs 1
+run structured-0.2+int8-ptq --prune-structured 0.2 --finetune-epochs 2 --int8 ptq
+run structured-0.4+int8-ptq --prune-structured 0.4 --finetune-epochs 3 --int8 ptq
+run unstructured-0.5+finetune-1 --prune-unstructured 0.5 --finetune-epochs 1
