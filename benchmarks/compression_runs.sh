@@ -20,5 +20,4 @@ run structured-0.2 --prune-structured 0.2 --finetune-epochs 2
 run structured-0.4 --prune-structured 0.4 --finetune-epochs 3
 run int8-qat --int8 qat --finetune-epochs 1
 run structured-0.2+int8-ptq --prune-structured 0.2 --finetune-epochs 2 --int8 ptq
-run structured-0.4+int8-ptq --prune-structured 0.4 --finetune-epochs 3 --int8 ptq
 run unstructured-0.5+finetune-1 --prune-unstructured 0.5 --finetune-epochs 1
