@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Rebuild edge/default_bundle from a trained checkpoint and re-measure it (issue 5): INT8 PTQ through the
+# retention gate, export, test-split verification, self-test, agreement plot, latency, model card.
+# Usage: benchmarks/rebuild_default_bundle.sh [CHECKPOINT] [DATA]
+set -euo pipefail
+CK=${1:-models/checkpoints/w050-100.pt}
+D=${2:-../shared/data/rsna-boneage/train-100px}
+B=edge/default_bundle
+R=benchmarks/results
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+edge-quantize --checkpoint "$CK" --data "$D" --split-file models/splits/rsna-train-100px-seed0.json \
+              --out "$WORK/int8" --int8 ptq --no-progress | tee "$R/quantize-default.txt"
+cp -r "$B/samples" "$WORK/samples"      # the sample radiographs and their source note outlive the rebuild
+rm -rf "$B"
+edge-export --checkpoint "$CK" --compressed "$WORK/int8/compressed.pt" --out "$B" --data "$D" \
+            --samples "$WORK"/samples/*.png
+edge-verify --bundle "$B" --data "$D" --json > "$R/verify-default-test.json"
+python - "$R/verify-default-test.json" > "$R/verify-default-test.txt" <<'PY'
+import json, sys
+from edge.metrics import format_table
+from edge.retention import format_rows
+r = json.load(open(sys.argv[1]))
+print(f"{r['n']} images (test split); reference: {r['reference']}")
+print(format_table({k: v["metrics"] for k, v in r["backends"].items()}) + "\n")
+print(format_rows({k: v["retention"] for k, v in r["backends"].items() if "retention" in v}))
+PY
+edge-verify --bundle "$B" | tee "$R/selftest-default.txt"
+python benchmarks/plot_agreement.py --bundle "$B" --data "$D" --out "$R/agreement-default-test.png"
+edge-bench --bundle "$B" --checkpoint "$CK" --rounds 60 --json --plot "$R/latency-default.png" > "$R/bench-default.json"
+python - "$R/bench-default.json" > "$R/bench-default.txt" <<'PY'
+import json, sys
+from edge.cli.bench import format_table
+print(format_table(json.load(open(sys.argv[1])), 60, [1, 8]))
+PY
+python benchmarks/update_model_card.py --bundle "$B" --verify "$R/verify-default-test.json" --bench "$R/bench-default.json" > /dev/null
+du -sh "$B"
