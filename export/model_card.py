@@ -33,7 +33,9 @@ def render(meta: dict, verify: dict | None = None, bench: list | None = None) ->
              f"InceptionV3 (width x{cfg['width']}) + Squeeze-and-Excitation, two heads (bone age regression, "
              f"sex logit), heads design `{cfg['heads']}`. Input: {spec['channels']}x{spec['height']}x"
              f"{spec['width']}, resize `{spec['resize']}` with `{spec['interpolation']}`, normalise "
-             f"`{spec['normalize']}`. Built from: Rayed, Amasya, Sezdi, J Imaging Inform Med 2025, "
+             f"`{spec['normalize']}`" + (f"; the network first resizes it to {cfg['net_size']}x{cfg['net_size']} "
+                                         "(bilinear, inside the graph)" if cfg.get("net_size") else "") +
+             ". Built from: Rayed, Amasya, Sezdi, J Imaging Inform Med 2025, "
              "doi 10.1007/s10278-025-01623-2 (architecture re-implemented from the abstract).", "",
              "## Data",
              f"{meta.get('training', {}).get('data', 'unknown')}. RSNA Pediatric Bone Age Challenge 2017 "
