@@ -22,8 +22,7 @@ from torch import nn
 
 from edge.backends.openvino_backend import OpenVinoBackend
 from edge.bench import latency_rounds, summarize
-from export.onnx_export import export_onnx, fold_weight_quantizers
-from export.openvino_export import onnx_to_openvino
+from export.artifacts import write_model_files
 from models.checkpoint import load_model
 from quantize.compressed import DEFAULT_NAME, REJECTED_NAME, load_compressed
 
@@ -94,12 +93,8 @@ def measure(rows: list[dict], rounds: int, threads: int) -> None:
             base = row["net"]
             row["params"], row["nonzero"] = weight_counts(base)
             row["gmacs"] = count_gmacs(base, shape)
-            onnx_path = Path(tmp) / f"v{k}.onnx"
-            export_onnx(base, row["cfg"], onnx_path)
-            if row["quantized"]:
-                fold_weight_quantizers(onnx_path)
-            xml = onnx_to_openvino(onnx_path, Path(tmp) / f"v{k}.xml")
             precision = "int8" if row["quantized"] else "fp32"
+            xml = write_model_files(base, row["cfg"], Path(tmp) / f"v{k}.onnx", Path(tmp) / f"v{k}.xml", precision)
             runners[row["name"]] = OpenVinoBackend(xml, precision, threads).run
             print(f"compiled {row['name']}: {row['params'] / 1e6:.2f} M params, {row['gmacs']:.3f} GMACs",
                   file=sys.stderr)

@@ -17,22 +17,14 @@ rm -rf "$B"
 edge-export --checkpoint "$CK" --compressed "$WORK/int8/compressed.pt" --out "$B" --data "$D" \
             --samples "$WORK"/samples/*.png
 edge-verify --bundle "$B" --data "$D" --json > "$R/verify-default-test.json"
-python - "$R/verify-default-test.json" > "$R/verify-default-test.txt" <<'PY'
-import json, sys
-from edge.metrics import format_table
-from edge.retention import format_rows
-r = json.load(open(sys.argv[1]))
-print(f"{r['n']} images (test split); reference: {r['reference']}")
-print(format_table({k: v["metrics"] for k, v in r["backends"].items()}) + "\n")
-print(format_rows({k: v["retention"] for k, v in r["backends"].items() if "retention" in v}))
-PY
+python -c "import json, sys; from edge.verify import format_report
+print(format_report(json.load(open(sys.argv[1])), 'test'))" "$R/verify-default-test.json" > "$R/verify-default-test.txt"
 edge-verify --bundle "$B" | tee "$R/selftest-default.txt"
 python benchmarks/plot_agreement.py --bundle "$B" --data "$D" --out "$R/agreement-default-test.png"
-edge-bench --bundle "$B" --checkpoint "$CK" --rounds 60 --json --plot "$R/latency-default.png" > "$R/bench-default.json"
-python - "$R/bench-default.json" > "$R/bench-default.txt" <<'PY'
-import json, sys
-from edge.cli.bench import format_table
-print(format_table(json.load(open(sys.argv[1])), 60, [1, 8]))
-PY
+ROUNDS=60 BATCHES=1,8
+edge-bench --bundle "$B" --checkpoint "$CK" --rounds $ROUNDS --batch $BATCHES --json \
+           --plot "$R/latency-default.png" > "$R/bench-default.json"
+python -c "import json, sys; from edge.cli.bench import format_table
+print(format_table(json.load(open(sys.argv[1])), $ROUNDS, [$BATCHES]))" "$R/bench-default.json" > "$R/bench-default.txt"
 python benchmarks/update_model_card.py --bundle "$B" --verify "$R/verify-default-test.json" --bench "$R/bench-default.json" > /dev/null
 du -sh "$B"

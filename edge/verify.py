@@ -97,3 +97,14 @@ def self_test(bundle_dir, backends=None) -> dict:
                                  "passed": d_age <= tol_age and d_p <= tol_p}
     out["passed"] = bool(out["backends"]) and all(r["passed"] for r in out["backends"].values())
     return out
+
+
+def format_report(result: dict, split: str) -> str:
+    """verify_labelled's result as text: the metrics per backend, then each one's retention."""
+    from edge.metrics import format_table
+    from edge.retention import format_rows
+
+    backends = result["backends"]
+    return "\n".join([f"{result['n']} images ({split} split); reference: {result['reference']}",
+                      format_table({k: v["metrics"] for k, v in backends.items()}), "",
+                      format_rows({k: v["retention"] for k, v in backends.items() if "retention" in v})])

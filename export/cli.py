@@ -19,8 +19,7 @@ import edge
 from edge.bundle import OUTPUTS, artifact_entry, write_bundle_json
 from edge.formats import FORMATS
 from export.model_card import write_model_card
-from export.onnx_export import export_onnx, fold_weight_quantizers
-from export.openvino_export import onnx_to_openvino
+from export.artifacts import write_model_files
 
 
 def parse_args(argv=None):
@@ -59,10 +58,7 @@ def main(argv=None) -> int:
             continue
         onnx_rel = FORMATS["onnxruntime"].artifact.format(precision=precision)
         xml_rel = FORMATS["openvino"].artifact.format(precision=precision)
-        export_onnx(net, cfg, out / onnx_rel, {**embedded, "precision": precision})
-        if precision == "int8":
-            fold_weight_quantizers(out / onnx_rel)
-        onnx_to_openvino(out / onnx_rel, out / xml_rel, {**embedded, "precision": precision})
+        write_model_files(net, cfg, out / onnx_rel, out / xml_rel, precision, embedded)
         artifacts += [artifact_entry(out, onnx_rel, "onnxruntime", precision),
                       artifact_entry(out, xml_rel, "openvino", precision),
                       artifact_entry(out, str(Path(xml_rel).with_suffix(".bin")), "openvino", precision, "weights")]

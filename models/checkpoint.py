@@ -74,4 +74,3 @@ def _atomic_save(obj, path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
-

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from edge import metrics
 from models.augment import augment_batch
 from models.checkpoint import load_model, save_training_state, save_weights
-from models.ema import WeightEMA
 from models.data import load_images, make_split, read_labels, read_split, write_split
+from models.ema import WeightEMA
 from models.inception import MODEL_CONFIGS, BoneAgeNet, count_params
 
 
@@ -175,8 +175,9 @@ def main(argv=None):
         t0 = time.time()
         gen = torch.Generator().manual_seed(args.seed * 1000 + epoch)
         order = torch.randperm(len(x_train), generator=gen)[rank::world][: steps_per_epoch * args.batch_size]
-        loss_sum = _train_epoch(ddp, opt, sched, ema, x_train, y_age, y_sex, order, args, device, dtype,
-                                desc=f"epoch {epoch + 1}/{args.epochs}", progress=rank == 0 and not args.no_progress)
+        loss_sum = _train_epoch(ddp, opt, sched, x_train, y_age, y_sex, order, args, device, dtype,
+                                desc=f"epoch {epoch + 1}/{args.epochs}", progress=rank == 0 and not args.no_progress,
+                                ema=ema)
         if rank == 0:
             age, p = predict_arrays(evaluated, x_val, device=device)
             m = metrics.point_metrics(val_l.age, age, val_l.male, p)
@@ -203,7 +204,7 @@ def main(argv=None):
     return 0
 
 
-def _train_epoch(model, opt, sched, ema, x_train, y_age, y_sex, order, args, device, dtype, desc, progress):
+def _train_epoch(model, opt, sched, x_train, y_age, y_sex, order, args, device, dtype, desc, progress, ema=None):
     model.train()
     n_batches = len(order) // args.batch_size
     it = range(n_batches)

@@ -50,6 +50,6 @@ def finetune(model: torch.nn.Module, x: np.ndarray, age_months: np.ndarray, male
     for epoch in range(epochs):
         gen = torch.Generator().manual_seed(seed * 1000 + epoch)
         order = torch.randperm(len(x), generator=gen)[: steps * batch_size]
-        _train_epoch(model, opt, sched, None, x, y_age, y_sex, order, step_args, torch.device("cpu"), None,
+        _train_epoch(model, opt, sched, x, y_age, y_sex, order, step_args, torch.device("cpu"), None,
                      desc=f"{desc} {epoch + 1}/{epochs}", progress=progress)
     return model.eval()

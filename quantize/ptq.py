@@ -39,16 +39,21 @@ SCHEME = {"preset": "performance", "weights": "int8 symmetric per-channel",
           "fp32_layers": "in-network resize and the stem (Conv2d_1a, 2a, 2b)", "tool": f"nncf {nncf.__version__}"}
 
 
-def quantize_ptq(model: torch.nn.Module, x: np.ndarray) -> torch.nn.Module:
+def quantize_ptq(model: torch.nn.Module, x: np.ndarray, fp32_scope: nncf.IgnoredScope | None = FP32_SCOPE,
+                 signed: bool = True) -> torch.nn.Module:
     """FP32 model + (N, C, H, W) preprocessed calibration images -> a quantized copy (eval mode).
 
     NNCF collects activation ranges over all N images (about 300 is NNCF's default) and applies fast
     bias correction. nncf.quantize works on a deep copy: the input model is not changed.
+    fp32_scope and signed=False exist for experiments (benchmarks/int8_scope_trials.py); unsigned
+    post-ReLU activations are not TensorRT-compatible.
     """
     dataset = calibration_dataset(x, CALIBRATION_BATCH)
     quantized = nncf.quantize(model.eval(), dataset, preset=PRESET, subset_size=dataset.get_length(),
-                              ignored_scope=FP32_SCOPE, advanced_parameters=ADVANCED)
-    quantized = use_qdq_export(signed_activations(quantized)).eval()
+                              ignored_scope=fp32_scope or nncf.IgnoredScope(), advanced_parameters=ADVANCED)
+    if signed:
+        quantized = signed_activations(quantized)
+    quantized = use_qdq_export(quantized).eval()
     snap_weights(quantized, x[:1])
     return quantized
 

@@ -28,10 +28,9 @@ def parse_args(argv=None):
 
 
 def _main(argv=None) -> int:
-    from edge.metrics import format_table
-    from edge.retention import Thresholds, format_rows
+    from edge.retention import Thresholds
     from edge.runtime import default_bundle_path
-    from edge.verify import self_test, verify_labelled
+    from edge.verify import format_report, self_test, verify_labelled
 
     args = parse_args(argv)
     bundle = args.bundle or default_bundle_path()
@@ -47,13 +46,7 @@ def _main(argv=None) -> int:
         return 0 if result["passed"] else 1
     thresholds = Thresholds(args.max_mae_increase, args.max_accuracy_drop, args.max_auc_drop)
     result = verify_labelled(bundle, args.data, args.split, args.backends, thresholds, show_progress=not args.json)
-    if args.json:
-        print(json.dumps(result, indent=1))
-    else:
-        print(f"{result['n']} images ({args.split} split); reference: {result['reference']}")
-        print(format_table({k: v["metrics"] for k, v in result["backends"].items()}))
-        print()
-        print(format_rows({k: v["retention"] for k, v in result["backends"].items() if "retention" in v}))
+    print(json.dumps(result, indent=1) if args.json else format_report(result, args.split))
     return 0 if result["passed"] else 1
 
 
