@@ -65,16 +65,23 @@ def count_gmacs(net: nn.Module, shape: tuple) -> float:
     return total / 1e9
 
 
+# Table order: single methods before combinations; then pruning before INT8, lighter before heavier.
+METHOD_ORDER = {"unstructured": 0, "structured": 1, "int8-ptq": 2, "int8-qat": 3}
+
+
+def _table_order(ret: dict, name: str) -> tuple:
+    steps = [(METHOD_ORDER.get(m["method"], len(METHOD_ORDER)), m.get("ratio", 0.0), m.get("finetune_epochs") or 0)
+             for m in ret["methods"]]
+    return len(steps), steps, name
+
+
 def variants(root: Path, parent_ckpt: str) -> list[dict]:
-    """The parent first, then each run folder in the order it was written."""
+    """The parent first, then each run folder in a fixed order (_table_order), whenever it ran."""
     parent, _ = load_model(parent_ckpt)
     rows = [{"name": "fp32 (parent)", "net": parent, "cfg": parent.cfg, "quantized": False, "run": None}]
-    for run in sorted(root.iterdir(), key=lambda p: (p / "retention.json").stat().st_mtime
-                      if (p / "retention.json").exists() else 0):
-        ret_path = run / "retention.json"
-        if not ret_path.exists():
-            continue
-        ret = json.loads(ret_path.read_text())
+    runs = {run: json.loads((run / "retention.json").read_text())
+            for run in root.iterdir() if (run / "retention.json").exists()}
+    for run, ret in sorted(runs.items(), key=lambda item: _table_order(item[1], item[0].name)):
         weights = run / (DEFAULT_NAME if ret["passed"] else REJECTED_NAME)
         if not weights.exists():
             print(f"skip {run.name}: no {weights.name}", file=sys.stderr)

@@ -139,22 +139,23 @@ def _first_line(e: BaseException) -> str:
     return text[0].rstrip(": ") if text else type(e).__name__
 
 
-def expand_inputs(items) -> tuple[list[str], list[tuple[str, str]]]:
-    """Files, folders (recursive) and globs -> (image files, [(item, error)] for items that matched nothing)."""
+def expand_inputs(items) -> list[tuple[str, str | None]]:
+    """Files, folders (recursive) and globs -> [(image file, None) or (item, why it gave no file)], in the
+    order given, so a report can list every input where the user put it."""
     import glob
 
-    files, missing = [], []
+    entries: list[tuple[str, str | None]] = []
     for item in items:
         item = os.fspath(item)
         p = Path(item)
         if p.is_dir():
             found = sorted(str(q) for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
-            files.extend(found) if found else missing.append((item, "folder holds no PNG, JPEG or DICOM files"))
+            why = "folder holds no PNG, JPEG or DICOM files"
         elif p.exists():
-            files.append(item)
+            found, why = [item], ""
         elif any(ch in item for ch in "*?["):
-            found = sorted(glob.glob(item, recursive=True))
-            files.extend(found) if found else missing.append((item, "pattern matched no files"))
+            found, why = sorted(glob.glob(item, recursive=True)), "pattern matched no files"
         else:
-            missing.append((item, "no such file"))
-    return files, missing
+            found, why = [], "no such file"
+        entries.extend((f, None) for f in found) if found else entries.append((item, why))
+    return entries

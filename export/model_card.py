@@ -35,6 +35,8 @@ def render(meta: dict, verify: dict | None = None, bench: list | None = None) ->
              f"{spec['width']}, resize `{spec['resize']}` with `{spec['interpolation']}`, normalise "
              f"`{spec['normalize']}`" + (f"; the network first resizes it to {cfg['net_size']}x{cfg['net_size']} "
                                          "(bilinear, inside the graph)" if cfg.get("net_size") else "") +
+             ("; each prediction is the mean of the image's and its mirror image's (inside the graph: twice "
+              "the compute of one pass)" if cfg.get("flip_tta") else "") +
              ". Built from: Rayed, Amasya, Sezdi, J Imaging Inform Med 2025, "
              "doi 10.1007/s10278-025-01623-2 (architecture re-implemented from the abstract).", "",
              "## Data",

@@ -2,10 +2,18 @@
 
 `best.pt` holds half-precision weights + config + metrics (compact, committable); `last.pt` holds the
 full training state for resuming (fp32 weights, optimizer, schedule, RNG, history).
+
+Settings that change no weight (the in-network resize, the mirrored-image averaging) can be changed on a
+trained checkpoint; the result is a new checkpoint with the same weights:
+
+    python -m models.checkpoint IN.pt OUT.pt --flip-tta on --net-size 144
 """
 from __future__ import annotations
 
+import argparse
 import os
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -30,6 +38,23 @@ def load_model(path, map_location="cpu") -> tuple[BoneAgeNet, dict]:
     resize_to_state_dict(model, state)
     model.load_state_dict(state)
     return model.eval(), ckpt
+
+
+# ModelConfig fields that no parameter's shape depends on.
+WEIGHTLESS_FIELDS = ("net_size", "flip_tta")
+
+
+def with_config(model: BoneAgeNet, **changes) -> BoneAgeNet:
+    """The same weights under a config that differs only in WEIGHTLESS_FIELDS."""
+    unknown = set(changes) - set(WEIGHTLESS_FIELDS)
+    if unknown:
+        raise ValueError(f"{', '.join(sorted(unknown))}: changing these needs new weights")
+    cfg = replace(model.cfg, **changes)
+    if cfg == model.cfg:
+        return model
+    new = BoneAgeNet(cfg)
+    new.load_state_dict(model.state_dict())
+    return new.train(model.training)
 
 
 def resize_to_state_dict(model: torch.nn.Module, state: dict) -> None:
@@ -74,3 +99,26 @@ def _atomic_save(obj, path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m models.checkpoint",
+                                description="Copy a checkpoint with changed weightless settings.")
+    p.add_argument("src")
+    p.add_argument("dst")
+    p.add_argument("--net-size", type=int, help="in-network resize (0: off)")
+    p.add_argument("--flip-tta", choices=["on", "off"], help="average the prediction with the mirrored image's")
+    args = p.parse_args(argv)
+    changes = {} if args.net_size is None else {"net_size": args.net_size}
+    if args.flip_tta:
+        changes["flip_tta"] = args.flip_tta == "on"
+    model, ckpt = load_model(args.src)
+    model = with_config(model, **changes)
+    extra = {k: v for k, v in ckpt.items() if k not in ("config", "model")}
+    save_weights(args.dst, model, extra | {"derived_from": {"checkpoint": str(args.src), "changes": changes}})
+    print(f"{args.dst}: {changes or 'no changes'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

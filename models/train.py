@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from edge import metrics
 from models.augment import augment_batch
-from models.checkpoint import load_model, save_training_state, save_weights
+from models.checkpoint import load_model, save_training_state, save_weights, with_config
 from models.data import load_images, make_split, read_labels, read_split, write_split
 from models.ema import WeightEMA
 from models.inception import MODEL_CONFIGS, BoneAgeNet, count_params
@@ -40,6 +40,8 @@ def parse_args(argv=None):
     p.add_argument("--heads", choices=["shared", "branch"], help="head design (overrides the model's)")
     p.add_argument("--net-size", type=int, help="the network resizes its input to this size first "
                                                 "(overrides the model's; also applies to --init-from)")
+    p.add_argument("--flip-tta", action="store_true", help="validate (and ship) the mean of the image's and "
+                                                           "its mirror's predictions (also applies to --init-from)")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
@@ -68,9 +70,14 @@ def build_config(args, age: np.ndarray):
         cfg = cfg.with_input(height=args.image_size, width=args.image_size)
     if args.resize:
         cfg = cfg.with_input(resize=args.resize)
-    changes = {k: v for k, v in (("width", args.width), ("heads", args.heads), ("net_size", args.net_size))
-               if v is not None}
-    return replace(cfg, age_mean=float(age.mean()), age_std=float(age.std()), **changes)
+    changes = {k: v for k, v in (("width", args.width), ("heads", args.heads)) if v is not None}
+    return replace(cfg, age_mean=float(age.mean()), age_std=float(age.std()), **changes, **_weightless(args))
+
+
+def _weightless(args) -> dict:
+    """The command line's changes to settings that no weight depends on."""
+    changes = {} if args.net_size is None else {"net_size": args.net_size}
+    return changes | ({"flip_tta": True} if args.flip_tta else {})
 
 
 def amp_dtype(args, device: torch.device):
@@ -135,8 +142,8 @@ def main(argv=None):
     state = _load_state(out / "last.pt")
     if state is None and args.init_from:
         model, _ = load_model(args.init_from)
-        cfg = model.cfg if args.net_size is None else replace(model.cfg, net_size=args.net_size)
-        model = _rebuilt(model, cfg)
+        model = with_config(model, **_weightless(args))
+        cfg = model.cfg
         log(f"initialised from {args.init_from}")
     else:
         cfg = build_config(args, train_l.age) if state is None else _config_from(state)
@@ -242,15 +249,6 @@ def _data_dir(args, rank: int) -> Path:
         write_phantom_dataset(target, args.synthetic, size=128, seed=args.seed)
     _barrier(int(os.environ.get("WORLD_SIZE", 1)))
     return target
-
-
-def _rebuilt(model: BoneAgeNet, cfg) -> BoneAgeNet:
-    """The same weights under a changed config (net_size adds no parameters)."""
-    if cfg == model.cfg:
-        return model
-    new = BoneAgeNet(cfg)
-    new.load_state_dict(model.state_dict())
-    return new
 
 
 def _load_state(path: Path):

@@ -85,3 +85,38 @@ def test_tensorrt_engine_cache_key_and_plan():
     int8, fp32 = build_plan("int8"), build_plan("fp32")
     assert int8["strongly_typed"] and not int8["autocast_fp16"]  # Q/DQ carries the INT8 precision
     assert fp32["strongly_typed"] and fp32["autocast_fp16"]  # FP16 via ModelOpt AutoCast (no FP16 flag in TRT 11)
+
+
+def test_flip_tta_exports_to_onnx_and_openvino_at_any_batch(tmp_path):
+    """The mirrored pass lives in the graph (Concat on the batch axis, a reversed Slice, two halves
+    averaged): every runtime must give the torch model's numbers, at batch 1 and at a larger batch."""
+    from dataclasses import replace
+
+    import onnxruntime as ort
+    import openvino as ov
+    import torch
+
+    from export.onnx_export import export_onnx
+    from models.inception import MODEL_CONFIGS, BoneAgeNet, BoneAgeOutputs
+
+    torch.manual_seed(0)
+    cfg = replace(MODEL_CONFIGS["w035-100"], flip_tta=True, net_size=112)
+    net = BoneAgeNet(cfg).eval()
+    path = export_onnx(net, cfg, tmp_path / "tta.onnx")
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert (ops - {"Resize"}) <= TENSORRT_OPS, ops - TENSORRT_OPS
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    core = ov.Core()
+    for batch in (1, 3):
+        x = torch.randn(batch, 1, 100, 100)
+        with torch.no_grad():
+            want = [t.numpy() for t in BoneAgeOutputs(net, cfg.age_mean, cfg.age_std)(x)]
+        model = core.read_model(str(path))
+        model.reshape({0: [batch, 1, 100, 100]})
+        compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        got_ov = compiled(x.numpy())
+        got_ort = session.run(None, {"image": x.numpy()})
+        for k in range(2):
+            assert got_ort[k].shape == (batch,)
+            np.testing.assert_allclose(got_ort[k], want[k], rtol=1e-4, atol=1e-3)
+            np.testing.assert_allclose(got_ov[compiled.outputs[k]], want[k], rtol=1e-4, atol=1e-3)

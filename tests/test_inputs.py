@@ -79,7 +79,12 @@ def test_expand_inputs_files_folders_globs(tmp_path):
         (tmp_path / n).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / n).write_bytes(b"x")
     (tmp_path / "readme.txt").write_text("x")
-    files, missing = expand_inputs([tmp_path, str(tmp_path / "*.png"), tmp_path / "nope.png", str(tmp_path / "*.gif")])
+    entries = expand_inputs([tmp_path, str(tmp_path / "*.png"), tmp_path / "nope.png", str(tmp_path / "*.gif")])
+    files = [f for f, why in entries if why is None]
     assert sorted(files).count(str(tmp_path / "a.png")) == 2 and str(tmp_path / "sub/c.dcm") in files
     assert not any(f.endswith("readme.txt") for f in files)
-    assert [m[1] for m in missing] == ["no such file", "pattern matched no files"]
+    # In the order given: the folder's three files, the glob's one, then the two that named nothing.
+    assert entries[4:] == [(str(tmp_path / "nope.png"), "no such file"),
+                           (str(tmp_path / "*.gif"), "pattern matched no files")]
+    assert [f for f, _ in entries[:4]] == sorted(str(tmp_path / n) for n in ("a.png", "b.jpg", "sub/c.dcm")) + [
+        str(tmp_path / "a.png")]

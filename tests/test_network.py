@@ -260,3 +260,29 @@ def test_net_size_below_75_is_refused(small_cfg):
 
     with pytest.raises(ValueError, match="net_size"):
         replace(small_cfg, net_size=64)
+
+
+def test_flip_tta_averages_the_image_and_its_mirror_in_eval_only(small_cfg):
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    plain = BoneAgeNet(small_cfg).eval()
+    tta = BoneAgeNet(replace(small_cfg, flip_tta=True)).eval()
+    tta.load_state_dict(plain.state_dict())  # flip_tta adds no parameters
+    x = torch.randn(3, 1, 100, 100)
+    with torch.no_grad():
+        a, b = plain(x), plain(x.flip(-1))
+        got = tta(x)
+    for i in range(2):
+        torch.testing.assert_close(got[i], (a[i] + b[i]) / 2, atol=1e-5, rtol=1e-4)
+        assert got[i].shape == (3,)
+    # The mirror changes the answer (else the test above proves nothing) ...
+    assert not torch.allclose(a[0], b[0], atol=1e-4)
+    # ... and training sees one pass per image: augmentation already mirrors half of them.
+    tta.train()
+    plain.train()
+    torch.manual_seed(1)
+    ta = tta(x)
+    torch.manual_seed(1)
+    pa = plain(x)
+    torch.testing.assert_close(ta[0], pa[0])

@@ -174,3 +174,19 @@ def test_init_from_with_a_new_net_size_keeps_the_weights(phantom_run, tmp_path):
     # lr 0: only BatchNorm running statistics may move; every learned weight is the parent's.
     for (name, a), b in zip(parent.named_parameters(), child.parameters()):
         assert torch.allclose(a, b, atol=1e-3), name
+
+
+def test_checkpoint_tool_changes_weightless_settings_only(phantom_run, tmp_path, capsys):
+    from models.checkpoint import main as checkpoint_main
+    from models.checkpoint import with_config
+
+    dst = tmp_path / "tta.pt"
+    assert checkpoint_main([str(phantom_run / "best.pt"), str(dst), "--flip-tta", "on", "--net-size", "112"]) == 0
+    parent, _ = load_model(phantom_run / "best.pt")
+    child, ckpt = load_model(dst)
+    assert (child.cfg.flip_tta, child.cfg.net_size) == (True, 112)
+    assert ckpt["derived_from"]["changes"] == {"net_size": 112, "flip_tta": True}
+    for (name, a), b in zip(parent.state_dict().items(), child.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="width: changing these needs new weights"):
+        with_config(parent, width=0.25)

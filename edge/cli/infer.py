@@ -31,11 +31,13 @@ def _main(argv=None) -> int:
     from edge.runtime import BoneAgeModel, Failure
 
     args = parse_args(argv)
-    files, unmatched = expand_inputs(args.inputs)
+    entries = expand_inputs(args.inputs)
+    files = [path for path, why in entries if why is None]
     model = BoneAgeModel.load(args.bundle, backend=args.backend, precision=args.precision, threads=args.threads)
-    progress = Progress(len(files), "edge-infer", enabled=not args.no_progress and not args.json)
-    results = model.predict_many(files, batch_size=args.batch_size, progress=progress) if files else []
-    results += [Failure(item, why) for item, why in unmatched]
+    # Counts image files read; an input that names no file is reported in the table, not here.
+    progress = Progress(len(files), "edge-infer: image files", enabled=not args.no_progress and not args.json)
+    predictions = iter(model.predict_many(files, batch_size=args.batch_size, progress=progress) if files else [])
+    results = [next(predictions) if why is None else Failure(path, why) for path, why in entries]
     rows = [r.to_dict() for r in results]
     if args.json:
         print(json.dumps(rows, indent=1))
