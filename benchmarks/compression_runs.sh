@@ -3,7 +3,7 @@
 # parent on the same validation images. Then: python benchmarks/compression_table.py
 # Usage: benchmarks/compression_runs.sh [CHECKPOINT] [DATA] [OUTROOT]   (THREADS=1 to share the CPU)
 set -u
-CK=${1:-models/checkpoints/w050-100.pt}
+CK=${1:-models/checkpoints/default.pt}
 DATA=${2:-../shared/data/rsna-boneage/train-100px}
 ROOT=${3:-runs/compression}
 SPLIT=models/splits/rsna-train-100px-seed0.json

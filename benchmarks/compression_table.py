@@ -1,6 +1,6 @@
 """The compression table (issue 3): every variant that benchmarks/compression_runs.sh wrote, side by side.
 
-    python benchmarks/compression_table.py [--root runs/compression] [--parent models/checkpoints/w050-100.pt]
+    python benchmarks/compression_table.py [--root runs/compression] [--parent models/checkpoints/default.pt]
 
 Columns: parameters (non-zero ones too, for unstructured pruning), GMACs at the deployed input size (dense:
 a CPU does not skip zeros), OpenVINO batch-1 latency (all variants compiled first, then timed in
@@ -32,7 +32,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", default="runs/compression", help="one folder per variant (edge-quantize --out)")
-    p.add_argument("--parent", default="models/checkpoints/w050-100.pt", help="the FP32 checkpoint they came from")
+    p.add_argument("--parent", default="models/checkpoints/default.pt", help="the FP32 checkpoint they came from")
     p.add_argument("--rounds", type=int, default=60)
     p.add_argument("--threads", type=int, default=2, help="OpenVINO inference threads")
     p.add_argument("--out", default=str(RESULTS / "compression-w050-100"), help="output path prefix")

@@ -3,7 +3,7 @@
 Also: what an affine recalibration of the predicted age (age' = k * age + b, fitted by least absolute error
 on one half of the validation images, scored on the other) would gain.
 
-    python benchmarks/fit_check.py --checkpoint models/checkpoints/w050-100.pt \\
+    python benchmarks/fit_check.py --checkpoint models/checkpoints/default.pt \\
         --data ../shared/data/rsna-boneage/train-100px --split models/splits/rsna-train-100px-seed0.json
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Which layers must stay FP32 for INT8 to pass the retention gate? PTQ variants of one checkpoint, gated.
 
-    python benchmarks/int8_scope_trials.py --checkpoint models/checkpoints/w050-100.pt \\
+    python benchmarks/int8_scope_trials.py --checkpoint models/checkpoints/default.pt \\
         --data ../shared/data/rsna-boneage/train-100px --split models/splits/rsna-train-100px-seed0.json
 
 Every variant is quantize.ptq.quantize_ptq on the same 300 calibration images (training part of the split),

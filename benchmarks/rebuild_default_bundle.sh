@@ -3,7 +3,7 @@
 # retention gate, export, test-split verification, self-test, agreement plot, latency, model card.
 # Usage: benchmarks/rebuild_default_bundle.sh [CHECKPOINT] [DATA]
 set -euo pipefail
-CK=${1:-models/checkpoints/w050-100.pt}
+CK=${1:-models/checkpoints/default.pt}
 D=${2:-../shared/data/rsna-boneage/train-100px}
 B=edge/default_bundle
 R=benchmarks/results

@@ -13,6 +13,7 @@ from edge.bundle import Bundle, BundleError, load_bundle
 from edge.formats import AUTO_ORDER, FORMATS, PRECISIONS
 from edge.imaging import ImageError
 from edge.preprocess import preprocess
+from edge.reference import compare, reference_samples
 
 
 @dataclass
@@ -43,19 +44,40 @@ def default_bundle_path() -> Path:
 
 
 class BoneAgeModel:
-    def __init__(self, bundle: Bundle, backend, precision: str):
+    def __init__(self, bundle: Bundle, backend, precision: str, check: bool = True):
         self.bundle, self.backend, self.precision = bundle, backend, precision
         self.spec = bundle.config.input
-        # One warm-up call: the first inference allocates and tunes kernels; a user's first image should
-        # not report that cost as its latency.
-        backend.run(np.zeros((1, self.spec.channels, self.spec.height, self.spec.width), np.float32))
+        # Warm-up: the first inference allocates and tunes kernels; a user's first image should not report
+        # that cost as its latency. The reference check's batch-1 calls are the warm-up when it runs.
+        if not (check and self._check_reference()):
+            backend.run(np.zeros((1, self.spec.channels, self.spec.height, self.spec.width), np.float32))
+
+    def _check_reference(self) -> bool:
+        """Refuse a backend that does not reproduce the bundle's stored sample outputs on this machine.
+        Returns False when the bundle stores no samples (nothing was checked)."""
+        ref = reference_samples(self.bundle)
+        if ref is None:
+            return False
+        x, want_age, want_p = ref
+        # One image per call: batch 1 is the shape a single radiograph uses, so nothing extra is compiled.
+        outputs = [self.backend.run(x[k:k + 1]) for k in range(len(x))]
+        age, p_male = (np.concatenate(o) for o in zip(*outputs))
+        got = compare(age, p_male, want_age, want_p, self.precision)
+        if not got["passed"]:
+            raise BackendUnavailable(
+                f"{self.backend.name} {self.precision} gives wrong outputs on this machine (a bundled sample is "
+                f"{got['max_abs_months']:.1f} months / P(male) {got['max_abs_p_male']:.2f} off the stored "
+                f"reference; `edge-verify` shows it)")
+        return True
 
     @classmethod
     def load(cls, bundle=None, backend: str = "auto", precision: str = "int8",
-             threads: int | None = None) -> "BoneAgeModel":
+             threads: int | None = None, check: bool = True) -> "BoneAgeModel":
         """bundle: a bundle directory (default: the one shipped with the package).
         backend: "auto" (fastest that is installed and works here), "openvino", "onnxruntime", "tensorrt".
-        The artifact's sha256 is checked against bundle.json; a mismatch is refused."""
+        The artifact's sha256 is checked against bundle.json; a mismatch is refused. check: run the
+        bundled samples and refuse a backend whose outputs differ from the stored reference (edge.reference);
+        "auto" then tries the next backend."""
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
         b = load_bundle(bundle if bundle is not None else default_bundle_path())
@@ -70,7 +92,7 @@ class BoneAgeModel:
                 continue
             artifact = b.artifact_path(name, precision)  # BundleError on a tampered file: never skipped
             try:
-                return cls(b, cls_(artifact, precision, threads), precision)
+                return cls(b, cls_(artifact, precision, threads), precision, check)
             except BackendUnavailable as e:
                 errors.append(str(e))
         usable = ", ".join(n for n in FORMATS if _installed(n)) or "none"
