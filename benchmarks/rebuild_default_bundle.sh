@@ -16,12 +16,15 @@ cp -r "$B/samples" "$WORK/samples"      # the sample radiographs and their sourc
 rm -rf "$B"
 edge-export --checkpoint "$CK" --compressed "$WORK/int8/compressed.pt" --out "$B" --data "$D" \
             --samples "$WORK"/samples/*.png
-edge-verify --bundle "$B" --data "$D" --json > "$R/verify-default-test.json"
+# A backend that fails (OpenVINO INT8 on a CPU without VNNI, see docs/EXPERIMENTS.md) is a result to report,
+# not a reason to stop the rebuild.
+edge-verify --bundle "$B" --data "$D" --json > "$R/verify-default-test.json" || echo "edge-verify: a backend failed (see the report)"
 python -c "import json, sys; from edge.verify import format_report
 print(format_report(json.load(open(sys.argv[1])), 'test'))" "$R/verify-default-test.json" > "$R/verify-default-test.txt"
-edge-verify --bundle "$B" | tee "$R/selftest-default.txt"
+edge-verify --bundle "$B" > "$R/selftest-default.txt" || true
+cat "$R/selftest-default.txt"
 python benchmarks/plot_agreement.py --bundle "$B" --data "$D" --out "$R/agreement-default-test.png"
-ROUNDS=60 BATCHES=1,8
+ROUNDS=${ROUNDS:-60} BATCHES=1,8
 edge-bench --bundle "$B" --checkpoint "$CK" --rounds $ROUNDS --batch $BATCHES --json \
            --plot "$R/latency-default.png" > "$R/bench-default.json"
 python -c "import json, sys; from edge.cli.bench import format_table
