@@ -21,7 +21,11 @@ LIMITS = """\
 - Images unlike RSNA radiographs (other body parts, heavy post-processing, photographs of film) give
   meaningless numbers; the tool does not detect them.
 - Sex output is what the network infers from the image, not the patient's recorded sex; use the recorded
-  sex clinically."""
+  sex clinically.
+- A runtime can compute wrong numbers on some CPUs: OpenVINO 2026.4.1 runs this INT8 model wrongly on CPUs
+  without VNNI/AMX (measured on an AVX2-only AMD EPYC; a column far from FP32 in the tables above is that).
+  Every backend is therefore checked against the stored sample outputs when it loads and refused if it
+  misses them; `edge-verify` shows which backends pass on a machine."""
 
 
 def render(meta: dict, verify: dict | None = None, bench: list | None = None) -> str:
