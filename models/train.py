@@ -60,6 +60,8 @@ def parse_args(argv=None):
     p.add_argument("--limit", type=int, help="use only the first N labelled images (smoke tests)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--augment-p", type=float, default=1.0, help="share of training images augmented (the rest "
+                                                                "are seen exactly as inference sees them)")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -223,7 +225,7 @@ def _train_epoch(model, opt, sched, x_train, y_age, y_sex, order, args, device, 
         idx = order[b * args.batch_size:(b + 1) * args.batch_size]
         xb = torch.from_numpy(x_train[idx.numpy()])
         if not args.no_augment:
-            xb = augment_batch(xb)
+            xb = augment_batch(xb, p=args.augment_p)
         xb = xb.to(device).contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             age_z, logit = model(xb)

@@ -190,3 +190,13 @@ def test_checkpoint_tool_changes_weightless_settings_only(phantom_run, tmp_path,
         assert torch.equal(a, b), name
     with pytest.raises(ValueError, match="width: changing these needs new weights"):
         with_config(parent, width=0.25)
+
+
+def test_augment_p_leaves_the_unchosen_images_as_inference_sees_them():
+    from models.augment import augment_batch
+    torch.manual_seed(0)
+    x = torch.randn(64, 1, 32, 32)
+    assert torch.allclose(augment_batch(x, p=0.0), x, atol=1e-4)
+    changed = (augment_batch(x, p=0.5) - x).flatten(1).abs().amax(1) > 1e-3
+    assert 16 <= int(changed.sum()) <= 48  # about half, never all or none
+    assert bool(((augment_batch(x, p=1.0) - x).flatten(1).abs().amax(1) > 1e-3).all())

@@ -1,0 +1,93 @@
+"""Prediction-time variants of trained checkpoints on the validation split, with no training: what each buys.
+
+Scores, on the same validation images: each checkpoint as it is, with and without the mirror average, at other
+internal sizes (`net_size`, same weights), with small zooms averaged in, and the mean of several checkpoints.
+The test split is never read.
+
+    python benchmarks/tta_trials.py --data ../shared/data/rsna-boneage/train-100px \\
+        --split models/splits/rsna-train-100px-seed0.json --checkpoints models/checkpoints/default.pt OTHER.pt
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from edge import metrics
+from models.checkpoint import load_model, with_config
+from models.data import load_images, read_labels, read_split
+from models.train import predict_arrays
+
+
+def zoomed(x: np.ndarray, scale: float) -> np.ndarray:
+    """Zoom about the centre (scale > 1 magnifies), border pixels repeated: the training augmentation's own warp."""
+    t = torch.from_numpy(x)
+    theta = torch.tensor([[1 / scale, 0, 0], [0, 1 / scale, 0]], dtype=t.dtype).expand(len(t), 2, 3)
+    grid = F.affine_grid(theta, list(t.shape), align_corners=False)
+    return F.grid_sample(t, grid, mode="bilinear", padding_mode="border", align_corners=False).numpy()
+
+
+def predict_z(model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Standardised age and sex logit, the quantities the mirror average also averages."""
+    age, p = predict_arrays(model, x)
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    return (age - model.cfg.age_mean) / model.cfg.age_std, np.log(p / (1 - p))
+
+
+def score(name: str, model, z_age: np.ndarray, logit: np.ndarray, labels) -> dict:
+    age = z_age * model.cfg.age_std + model.cfg.age_mean
+    m = metrics.point_metrics(labels.age, age, labels.male, 1 / (1 + np.exp(-logit)))
+    print(f"| {name} | {m['mae']:.2f} | {m['accuracy']:.3f} | {m['auc']:.3f} |", flush=True)
+    return m
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoints", nargs="+", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", required=True)
+    p.add_argument("--net-sizes", type=int, nargs="*", default=[160, 176], help="other internal sizes to try")
+    p.add_argument("--zoom-sets", nargs="*", default=["0.95,1.05"], metavar="S1,S2",
+                   help="each a comma-separated set of zooms averaged with scale 1 (and mirrored)")
+    p.add_argument("--threads", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    labels = read_labels(args.data).subset(read_split(args.split)["val"])
+    print(f"validation split, n={len(labels)}; mirror = mean of the image's and its mirror's predictions")
+    print("| variant | MAE | sex acc | AUC |\n| --- | --- | --- | --- |")
+    x = None
+    mirrored = []
+    for ck in args.checkpoints:
+        model, _ = load_model(ck)
+        x = load_images(labels.paths(), model.cfg.input, progress=False) if x is None else x
+        plain = with_config(model, flip_tta=False)
+        score(f"{ck}, no mirror", plain, *predict_z(plain, x), labels)
+        mirror = with_config(model, flip_tta=True)
+        z = predict_z(mirror, x)
+        mirrored.append(z)
+        score(f"{ck}, mirror (net_size {model.cfg.net_size})", mirror, *z, labels)
+        for size in args.net_sizes:
+            score(f"{ck}, mirror, net_size {size}", mirror,
+                  *predict_z(with_config(model, flip_tta=True, net_size=size), x), labels)
+        by_zoom = {1.0: z}
+        for zoom_set in args.zoom_sets:
+            zooms = [float(s) for s in zoom_set.split(",")]
+            for s in zooms:
+                if s not in by_zoom:
+                    by_zoom[s] = predict_z(mirror, zoomed(x, s))
+                    score(f"{ck}, mirror, zoom {s} alone", mirror, *by_zoom[s], labels)
+            zs = [by_zoom[s] for s in sorted({1.0, *zooms})]
+            score(f"{ck}, mirror x zooms {', '.join(map(str, sorted({1.0, *zooms})))}", mirror,
+                  np.mean([a for a, _ in zs], 0), np.mean([b for _, b in zs], 0), labels)
+    if len(mirrored) > 1:
+        score("mean of the checkpoints, each mirrored", mirror, np.mean([a for a, _ in mirrored], 0),
+              np.mean([b for _, b in mirrored], 0), labels)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
