@@ -46,7 +46,7 @@ def finetune(model: torch.nn.Module, x: np.ndarray, age_months: np.ndarray, male
     # as far as the loss asks, not shrink them toward zero.
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, steps * epochs, 0))
-    step_args = SimpleNamespace(batch_size=batch_size, sex_weight=sex_weight, no_augment=not augment)
+    step_args = SimpleNamespace(batch_size=batch_size, sex_weight=sex_weight, no_augment=not augment, augment_p=1.0)
     for epoch in range(epochs):
         gen = torch.Generator().manual_seed(seed * 1000 + epoch)
         order = torch.randperm(len(x), generator=gen)[: steps * batch_size]
