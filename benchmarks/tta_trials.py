@@ -14,9 +14,9 @@ import sys
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from edge import metrics
+from models.augment import warp
 from models.checkpoint import load_model, with_config
 from models.data import load_images, read_labels, read_split
 from models.train import predict_arrays
@@ -24,21 +24,18 @@ from models.train import predict_arrays
 
 def zoomed(x: np.ndarray, scale: float) -> np.ndarray:
     """Zoom about the centre (scale > 1 magnifies), border pixels repeated: the training augmentation's own warp."""
-    t = torch.from_numpy(x)
-    theta = torch.tensor([[1 / scale, 0, 0], [0, 1 / scale, 0]], dtype=t.dtype).expand(len(t), 2, 3)
-    grid = F.affine_grid(theta, list(t.shape), align_corners=False)
-    return F.grid_sample(t, grid, mode="bilinear", padding_mode="border", align_corners=False).numpy()
+    theta = torch.tensor([[1 / scale, 0, 0], [0, 1 / scale, 0]]).expand(len(x), 2, 3)
+    return warp(torch.from_numpy(x), theta).numpy()
 
 
-def predict_z(model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Standardised age and sex logit, the quantities the mirror average also averages."""
+def predict_age_logit(model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Age in months and sex logit: averaged over views as the mirror averages them (age is linear in its z)."""
     age, p = predict_arrays(model, x)
     p = np.clip(p, 1e-7, 1 - 1e-7)
-    return (age - model.cfg.age_mean) / model.cfg.age_std, np.log(p / (1 - p))
+    return age, np.log(p / (1 - p))
 
 
-def score(name: str, model, z_age: np.ndarray, logit: np.ndarray, labels) -> dict:
-    age = z_age * model.cfg.age_std + model.cfg.age_mean
+def score(name: str, age: np.ndarray, logit: np.ndarray, labels) -> dict:
     m = metrics.point_metrics(labels.age, age, labels.male, 1 / (1 + np.exp(-logit)))
     print(f"| {name} | {m['mae']:.2f} | {m['accuracy']:.3f} | {m['auc']:.3f} |", flush=True)
     return m
@@ -65,26 +62,26 @@ def main(argv=None) -> int:
         model, _ = load_model(ck)
         x = load_images(labels.paths(), model.cfg.input, progress=False) if x is None else x
         plain = with_config(model, flip_tta=False)
-        score(f"{ck}, no mirror", plain, *predict_z(plain, x), labels)
+        score(f"{ck}, no mirror", *predict_age_logit(plain, x), labels)
         mirror = with_config(model, flip_tta=True)
-        z = predict_z(mirror, x)
+        z = predict_age_logit(mirror, x)
         mirrored.append(z)
-        score(f"{ck}, mirror (net_size {model.cfg.net_size})", mirror, *z, labels)
+        score(f"{ck}, mirror (net_size {model.cfg.net_size})", *z, labels)
         for size in args.net_sizes:
-            score(f"{ck}, mirror, net_size {size}", mirror,
-                  *predict_z(with_config(model, flip_tta=True, net_size=size), x), labels)
+            score(f"{ck}, mirror, net_size {size}",
+                  *predict_age_logit(with_config(model, flip_tta=True, net_size=size), x), labels)
         by_zoom = {1.0: z}
         for zoom_set in args.zoom_sets:
             zooms = [float(s) for s in zoom_set.split(",")]
             for s in zooms:
                 if s not in by_zoom:
-                    by_zoom[s] = predict_z(mirror, zoomed(x, s))
-                    score(f"{ck}, mirror, zoom {s} alone", mirror, *by_zoom[s], labels)
+                    by_zoom[s] = predict_age_logit(mirror, zoomed(x, s))
+                    score(f"{ck}, mirror, zoom {s} alone", *by_zoom[s], labels)
             zs = [by_zoom[s] for s in sorted({1.0, *zooms})]
-            score(f"{ck}, mirror x zooms {', '.join(map(str, sorted({1.0, *zooms})))}", mirror,
+            score(f"{ck}, mirror x zooms {', '.join(map(str, sorted({1.0, *zooms})))}",
                   np.mean([a for a, _ in zs], 0), np.mean([b for _, b in zs], 0), labels)
     if len(mirrored) > 1:
-        score("mean of the checkpoints, each mirrored", mirror, np.mean([a for a, _ in mirrored], 0),
+        score("mean of the checkpoints, each mirrored", np.mean([a for a, _ in mirrored], 0),
               np.mean([b for _, b in mirrored], 0), labels)
     return 0
 

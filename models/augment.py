@@ -24,9 +24,14 @@ def augment_batch(x: torch.Tensor, max_rot_deg: float = 15.0, scale=(0.9, 1.1), 
     theta[:, 0, 0], theta[:, 0, 1] = cos * flip, -sin
     theta[:, 1, 0], theta[:, 1, 1] = sin * flip, cos
     theta[:, :, 2] = (torch.rand(n, 2) * 2 - 1) * max_shift * 2 * on[:, None]
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    x = warp(x, theta)
     on = on.view(n, 1, 1, 1)
     c = 1 + (torch.empty(n, 1, 1, 1).uniform_(*contrast) - 1) * on
     b = (torch.rand(n, 1, 1, 1) * 2 - 1) * brightness * on
     return x * c + b
+
+
+def warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) images through (N, 2, 3) affine maps: bilinear, border pixels repeated."""
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
