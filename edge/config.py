@@ -58,6 +58,11 @@ class ModelConfig:
     # exported graph, so every backend and the retention gate see the same model. Measured on the
     # validation split: MAE 11.60 -> 11.13 months, sex accuracy 0.820 -> 0.827, for twice the compute.
     flip_tta: bool = False
+    # Zooms about the centre (the training augmentation's own bilinear warp; >1 magnifies) whose
+    # predictions are averaged with the unzoomed image's (each mirrored too when flip_tta), inside the
+    # graph like the mirror. Measured on the validation split with the session-3 weights: mirror alone
+    # MAE 10.86, mirror x zooms (0.95, 1, 1.05) 10.52 months, for 3x the compute (benchmarks/tta_trials.py).
+    tta_zooms: tuple[float, ...] = ()
     # Bone age is regressed standardised; these turn the output back into months.
     age_mean: float = 127.0
     age_std: float = 41.0
@@ -69,6 +74,10 @@ class ModelConfig:
             raise ValueError(f"width multiplier {self.width} is outside [0.05, 2]")
         if self.net_size and self.net_size < 75:
             raise ValueError(f"net_size {self.net_size}: InceptionV3 needs at least 75 px (0 turns it off)")
+        zooms = tuple(float(z) for z in self.tta_zooms)  # JSON gives a list
+        if any(not 0.5 <= z <= 2.0 or z == 1.0 for z in zooms) or len(set(zooms)) != len(zooms):
+            raise ValueError(f"tta_zooms {list(zooms)}: distinct zooms in [0.5, 2], other than 1 (always included)")
+        object.__setattr__(self, "tta_zooms", zooms)
 
     def to_dict(self) -> dict:
         return asdict(self)

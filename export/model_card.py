@@ -28,6 +28,17 @@ LIMITS = """\
   misses them; `edge-verify` shows which backends pass on a machine."""
 
 
+def _views_text(cfg: dict) -> str:
+    zooms, mirror = cfg.get("tta_zooms") or [], cfg.get("flip_tta")
+    n = (1 + len(zooms)) * (2 if mirror else 1)
+    if n == 1:
+        return ""
+    what = " and ".join(x for x in ("its mirror image" if mirror else "",
+                                    f"zooms {', '.join(map(str, zooms))} about the centre" if zooms else "") if x)
+    return (f"; each prediction is the mean over {n} views of the image (the image itself, {what}"
+            f"{', each mirrored' if mirror and zooms else ''}), inside the graph: {n}x the compute of one pass")
+
+
 def render(meta: dict, verify: dict | None = None, bench: list | None = None) -> str:
     cfg, spec = meta["config"], meta["config"]["input"]
     m = meta.get("model", {})
@@ -39,8 +50,7 @@ def render(meta: dict, verify: dict | None = None, bench: list | None = None) ->
              f"{spec['width']}, resize `{spec['resize']}` with `{spec['interpolation']}`, normalise "
              f"`{spec['normalize']}`" + (f"; the network first resizes it to {cfg['net_size']}x{cfg['net_size']} "
                                          "(bilinear, inside the graph)" if cfg.get("net_size") else "") +
-             ("; each prediction is the mean of the image's and its mirror image's (inside the graph: twice "
-              "the compute of one pass)" if cfg.get("flip_tta") else "") +
+             _views_text(cfg) +
              ". Built from: Rayed, Amasya, Sezdi, J Imaging Inform Med 2025, "
              "doi 10.1007/s10278-025-01623-2 (architecture re-implemented from the abstract).", "",
              "## Data",

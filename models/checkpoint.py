@@ -6,7 +6,7 @@ full training state for resuming (fp32 weights, optimizer, schedule, RNG, histor
 Settings that change no weight (the in-network resize, the mirrored-image averaging) can be changed on a
 trained checkpoint; the result is a new checkpoint with the same weights:
 
-    python -m models.checkpoint IN.pt OUT.pt --flip-tta on --net-size 144
+    python -m models.checkpoint IN.pt OUT.pt --flip-tta on --net-size 144 --tta-zooms 0.95,1.05
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def load_model(path, map_location="cpu") -> tuple[BoneAgeNet, dict]:
 
 
 # ModelConfig fields that no parameter's shape depends on.
-WEIGHTLESS_FIELDS = ("net_size", "flip_tta")
+WEIGHTLESS_FIELDS = ("net_size", "flip_tta", "tta_zooms")
 
 
 def with_config(model: BoneAgeNet, **changes) -> BoneAgeNet:
@@ -108,10 +108,13 @@ def main(argv=None) -> int:
     p.add_argument("dst")
     p.add_argument("--net-size", type=int, help="in-network resize (0: off)")
     p.add_argument("--flip-tta", choices=["on", "off"], help="average the prediction with the mirrored image's")
+    p.add_argument("--tta-zooms", metavar="Z1,Z2", help="zooms averaged with the plain image ('' : none)")
     args = p.parse_args(argv)
     changes = {} if args.net_size is None else {"net_size": args.net_size}
     if args.flip_tta:
         changes["flip_tta"] = args.flip_tta == "on"
+    if args.tta_zooms is not None:
+        changes["tta_zooms"] = tuple(float(z) for z in args.tta_zooms.split(",") if z.strip())
     model, ckpt = load_model(args.src)
     model = with_config(model, **changes)
     extra = {k: v for k, v in ckpt.items() if k not in ("config", "model")}

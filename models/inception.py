@@ -15,6 +15,7 @@ from torch import nn
 
 from edge.config import InputSpec, ModelConfig
 from models.layers.se import SqueezeExcite, make_divisible
+from models.views import ViewResize
 
 Widen = Callable[[int], int]
 
@@ -190,9 +191,7 @@ class BoneAgeNet(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        size = cfg.net_size
-        self.resize = (nn.Upsample(size=(size, size), mode="bilinear", align_corners=False) if size
-                       else nn.Identity())
+        self.resize = ViewResize((cfg.input.height, cfg.input.width), cfg.net_size, cfg.tta_zooms, cfg.flip_tta)
         self.features = InceptionV3Features(cfg.input.channels, cfg.width)
         self.num_features = self.features.num_features
         n_gates = 1 if cfg.heads == "shared" else 2
@@ -204,8 +203,8 @@ class BoneAgeNet(nn.Module):
             nn.init.normal_(head.weight, std=0.01)
             nn.init.zeros_(head.bias)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(self.resize(x))
+    def forward_features(self, x: torch.Tensor, all_views: bool = False) -> torch.Tensor:
+        return self.features(self.resize(x, all_views))
 
     def forward_head(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pooled = [self.drop(F.adaptive_avg_pool2d(se(feats), 1).flatten(1)) for se in self.se]
@@ -214,16 +213,16 @@ class BoneAgeNet(nn.Module):
         return age, sex
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.cfg.flip_tta and not self.training:
-            return self._forward_flip_averaged(x)
+        if self.resize.n_views > 1 and not self.training:
+            return self._forward_views_averaged(x)
         return self.forward_head(self.forward_features(x))
 
-    def _forward_flip_averaged(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # One pass over [x; mirrored x] (a batch of 2N runs faster than two of N on a CPU), then the
-        # mean of the two halves: of the standardised age and of the sex logit.
-        n = x.shape[0]
-        age, sex = self.forward_head(self.forward_features(torch.cat([x, x.flip(-1)], 0)))
-        return (age[:n] + age[n:]) * 0.5, (sex[:n] + sex[n:]) * 0.5
+    def _forward_views_averaged(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # One pass over all views as one batch (faster than V batches of N on a CPU), then the mean over
+        # views of the standardised age and of the sex logit (ModelConfig.flip_tta, tta_zooms).
+        age, sex = self.forward_head(self.forward_features(x, all_views=True))
+        v = self.resize.n_views
+        return age.reshape(v, -1).mean(0), sex.reshape(v, -1).mean(0)
 
 
 class BoneAgeOutputs(nn.Module):

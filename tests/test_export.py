@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import onnx
+import pytest
 from onnx import numpy_helper
 
 from edge.backends.tensorrt_backend import build_plan, engine_cache_key
@@ -87,9 +88,10 @@ def test_tensorrt_engine_cache_key_and_plan():
     assert fp32["strongly_typed"] and fp32["autocast_fp16"]  # FP16 via ModelOpt AutoCast (no FP16 flag in TRT 11)
 
 
-def test_flip_tta_exports_to_onnx_and_openvino_at_any_batch(tmp_path):
-    """The mirrored pass lives in the graph (Concat on the batch axis, a reversed Slice, two halves
-    averaged): every runtime must give the torch model's numbers, at batch 1 and at a larger batch."""
+@pytest.mark.parametrize("zooms", [(), (0.95, 1.05)])
+def test_prediction_views_export_to_onnx_and_openvino_at_any_batch(tmp_path, zooms):
+    """The views live in the graph (constant resize matrices, batched MatMuls, the views' mean): every
+    runtime must give the torch model's numbers, at batch 1 and at a larger batch."""
     from dataclasses import replace
 
     import onnxruntime as ort
@@ -100,11 +102,11 @@ def test_flip_tta_exports_to_onnx_and_openvino_at_any_batch(tmp_path):
     from models.inception import MODEL_CONFIGS, BoneAgeNet, BoneAgeOutputs
 
     torch.manual_seed(0)
-    cfg = replace(MODEL_CONFIGS["w035-100"], flip_tta=True, net_size=112)
+    cfg = replace(MODEL_CONFIGS["w035-100"], flip_tta=True, net_size=112, tta_zooms=zooms)
     net = BoneAgeNet(cfg).eval()
     path = export_onnx(net, cfg, tmp_path / "tta.onnx")
     ops = {n.op_type for n in onnx.load(str(path)).graph.node}
-    assert (ops - {"Resize"}) <= TENSORRT_OPS, ops - TENSORRT_OPS
+    assert ops <= TENSORRT_OPS, ops - TENSORRT_OPS
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     core = ov.Core()
     for batch in (1, 3):

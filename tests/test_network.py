@@ -1,6 +1,8 @@
 """models.inception and models.layers.se: the InceptionV3 trunk, the SE gates and the dual heads."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -253,6 +255,59 @@ def test_net_size_upsamples_inside_the_network(small_cfg):
         got = inside(x)
     for e, g in zip(expected, got):
         assert torch.allclose(e, g, atol=1e-5)
+
+
+def test_tta_zooms_average_the_training_warp_views_in_eval_only(small_cfg):
+    """Each view is the augmentation's own warp (models.augment.warp), mirrored, then the resize."""
+    from dataclasses import replace
+
+    import torch.nn.functional as F
+
+    from models.augment import warp
+
+    torch.manual_seed(0)
+    plain = BoneAgeNet(small_cfg).eval()
+    views = BoneAgeNet(replace(small_cfg, net_size=112, flip_tta=True, tta_zooms=(0.95, 1.05))).eval()
+    views.load_state_dict(plain.state_dict())  # views add no parameters
+    assert views.resize.n_views == 6
+    x = torch.randn(2, 1, 100, 100)
+
+    def view(z, mirror):
+        t = warp(x, torch.tensor([[1 / z, 0, 0], [0, 1 / z, 0]]).expand(2, 2, 3))
+        t = t.flip(-1) if mirror else t
+        return F.interpolate(t, size=(112, 112), mode="bilinear", align_corners=False)
+
+    with torch.no_grad():
+        each = [plain(view(z, m)) for z in (1.0, 0.95, 1.05) for m in (False, True)]
+        got = views(x)
+    for i in range(2):
+        torch.testing.assert_close(got[i], torch.stack([e[i] for e in each]).mean(0), atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(each[0][0], each[2][0], atol=1e-4)  # a zoom changes the answer
+    views.train()
+    torch.manual_seed(1)
+    tv = views(x)
+    plain112 = BoneAgeNet(replace(small_cfg, net_size=112)).train()
+    plain112.load_state_dict(plain.state_dict())
+    torch.manual_seed(1)
+    torch.testing.assert_close(tv[0], plain112(x)[0], atol=1e-4, rtol=1e-4)  # training: one plain view
+
+
+@pytest.mark.parametrize("zooms", [(1.0,), (0.95, 0.95), (3.0,)])
+def test_bad_tta_zooms_are_refused(small_cfg, zooms):
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="tta_zooms"):
+        replace(small_cfg, tta_zooms=zooms)
+
+
+def test_tta_zooms_survive_the_json_round_trip(small_cfg):
+    from dataclasses import replace
+
+    from edge.config import ModelConfig
+
+    cfg = replace(small_cfg, tta_zooms=[0.95, 1.05])
+    assert cfg.tta_zooms == (0.95, 1.05)
+    assert ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
 
 def test_net_size_below_75_is_refused(small_cfg):

@@ -181,11 +181,12 @@ def test_checkpoint_tool_changes_weightless_settings_only(phantom_run, tmp_path,
     from models.checkpoint import with_config
 
     dst = tmp_path / "tta.pt"
-    assert checkpoint_main([str(phantom_run / "best.pt"), str(dst), "--flip-tta", "on", "--net-size", "112"]) == 0
+    assert checkpoint_main([str(phantom_run / "best.pt"), str(dst), "--flip-tta", "on", "--net-size", "112",
+                            "--tta-zooms", "0.95,1.05"]) == 0
     parent, _ = load_model(phantom_run / "best.pt")
     child, ckpt = load_model(dst)
-    assert (child.cfg.flip_tta, child.cfg.net_size) == (True, 112)
-    assert ckpt["derived_from"]["changes"] == {"net_size": 112, "flip_tta": True}
+    assert (child.cfg.flip_tta, child.cfg.net_size, child.cfg.tta_zooms) == (True, 112, (0.95, 1.05))
+    assert ckpt["derived_from"]["changes"] == {"net_size": 112, "flip_tta": True, "tta_zooms": (0.95, 1.05)}
     for (name, a), b in zip(parent.state_dict().items(), child.state_dict().values()):
         assert torch.equal(a, b), name
     with pytest.raises(ValueError, match="width: changing these needs new weights"):
