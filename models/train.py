@@ -60,10 +60,17 @@ def parse_args(argv=None):
     p.add_argument("--limit", type=int, help="use only the first N labelled images (smoke tests)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-augment", action="store_true")
-    p.add_argument("--augment-p", type=float, default=1.0, help="share of training images augmented (the rest "
+    p.add_argument("--augment-p", type=_share, default=1.0, help="share of training images augmented (the rest "
                                                                 "are seen exactly as inference sees them)")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text}: a share must be between 0 and 1")
+    return value
 
 
 def build_config(args, age: np.ndarray):
