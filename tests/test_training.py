@@ -201,3 +201,12 @@ def test_augment_p_leaves_the_unchosen_images_as_inference_sees_them():
     changed = (augment_batch(x, p=0.5) - x).flatten(1).abs().amax(1) > 1e-3
     assert 16 <= int(changed.sum()) <= 48  # about half, never all or none
     assert bool(((augment_batch(x, p=1.0) - x).flatten(1).abs().amax(1) > 1e-3).all())
+
+
+@pytest.mark.parametrize("share", ["-0.1", "1.5"])
+def test_augment_p_outside_0_1_is_refused(share, capsys):
+    from models.train import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--synthetic", "8", "--out", "x", "--augment-p", share])
+    assert "a share must be between 0 and 1" in capsys.readouterr().err
