@@ -80,13 +80,20 @@ def verify_labelled(bundle_dir, data, split: str = "test", backends=None, thresh
 
 
 def self_test(bundle_dir, backends=None) -> dict:
-    b = load_bundle(bundle_dir)
-    ref = reference_samples(b)
-    if ref is None:
+    out = self_test_models(load_bundle(bundle_dir), runnable(bundle_dir, backends))
+    if out is None:
         raise ValueError(f"{bundle_dir}: bundle stores no sample outputs; run edge-verify with --data")
+    return out
+
+
+def self_test_models(bundle, models: dict[str, BoneAgeModel]) -> dict | None:
+    """Each loaded model on the bundle's samples against the stored FP32 outputs; None if none are stored."""
+    ref = reference_samples(bundle)
+    if ref is None:
+        return None
     x, want_age, want_p = ref
     out = {"samples": len(x), "backends": {}}
-    for name, model in runnable(bundle_dir, backends).items():
+    for name, model in models.items():
         age, p = predict_arrays(model, x)
         out["backends"][name] = compare(age, p, want_age, want_p, model.precision)
     out["passed"] = bool(out["backends"]) and all(r["passed"] for r in out["backends"].values())

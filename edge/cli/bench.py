@@ -34,7 +34,7 @@ def _main(argv=None) -> int:
     from edge.bench import edge_load_code, latency_rounds, probe_load, summarize, throughput
     from edge.bundle import load_bundle
     from edge.runtime import default_bundle_path
-    from edge.verify import runnable
+    from edge.verify import runnable, self_test_models
 
     args = parse_args(argv)
     bundle_dir = Path(args.bundle or default_bundle_path())
@@ -46,6 +46,7 @@ def _main(argv=None) -> int:
     models = {k: m for k, m in runnable(bundle_dir, edge_backends, args.threads).items()
               if m.precision in args.precisions}
     runners = {name: m.run_arrays for name, m in models.items()}
+    checked = (self_test_models(bundle, models) or {}).get("backends", {})
     loaders = {name: edge_load_code(bundle_dir, m.backend_name, m.precision, args.threads) for name, m in models.items()}
     sizes = {name: _artifact_mb(bundle, m.backend_name, m.precision) for name, m in models.items()}
     if not args.no_torch and (args.backends is None or "torch" in args.backends):
@@ -60,7 +61,8 @@ def _main(argv=None) -> int:
     rows = []
     for name in runners:
         backend, precision = name.split("/")
-        row = {"backend": backend, "precision": precision, **summarize(times[name]), "size_mb": sizes[name]}
+        row = {"backend": backend, "precision": precision, **summarize(times[name]), "size_mb": sizes[name],
+               "self_test": _verdict(checked.get(name))}
         for b in batches:
             if b > 1:
                 xb = np.repeat(x1, b, axis=0)
@@ -78,6 +80,13 @@ def _main(argv=None) -> int:
     if args.plot:
         plot(rows, args.plot, f"{bundle.config.name} {spec.height}x{spec.width}, batch 1, {os.cpu_count()} CPU cores")
     return 0
+
+
+def _verdict(check: dict | None) -> str:
+    """PASS/FAIL against the bundle's stored sample outputs (a FAIL is refused by BoneAgeModel.load)."""
+    if check is None:
+        return "-"
+    return "PASS" if check["passed"] else f"FAIL ({check['max_abs_months']:.1f} mo off)"
 
 
 def _artifact_mb(bundle, backend: str, precision: str) -> float:
@@ -119,14 +128,15 @@ def format_table(rows: list[dict], rounds: int, batches: list[int]) -> str:
     tp = [b for b in batches if b > 1]
     head = (f"{'backend':<12}{'prec':<6}{'p50 ms':>9}{'p95 ms':>9}{'min ms':>9}"
             + "".join(f"{'img/s b' + str(b):>12}" for b in tp)
-            + f"{'load s':>8}{'RSS MB':>8}{'size MB':>9}{'vs torch':>9}")
-    lines = [f"batch-1 latency: {rounds} interleaved rounds after warm-up; RSS: load + one inference, fresh process",
-             head]
+            + f"{'load s':>8}{'RSS MB':>8}{'size MB':>9}{'vs torch':>9}  self-test")
+    lines = [f"batch-1 latency: {rounds} interleaved rounds after warm-up; RSS: load + one inference, fresh process;"
+             " self-test: the bundle's sample outputs reproduced here (FAIL: load() refuses the backend)", head]
     for r in rows:
         speed = f"{r['speedup_vs_torch']:.2f}x" if r.get("speedup_vs_torch") else "-"
         lines.append(f"{r['backend']:<12}{r['precision']:<6}{r['p50_ms']:>9.2f}{r['p95_ms']:>9.2f}{r['min_ms']:>9.2f}"
                      + "".join(f"{r.get(f'throughput_b{b}_ips', float('nan')):>12.1f}" for b in tp)
-                     + f"{r['load_s']:>8.2f}{r['rss_mb']:>8.0f}{r['size_mb']:>9.1f}{speed:>9}")
+                     + f"{r['load_s']:>8.2f}{r['rss_mb']:>8.0f}{r['size_mb']:>9.1f}{speed:>9}"
+                     + f"  {r.get('self_test', '-')}")
     return "\n".join(lines)
 
 
