@@ -14,7 +14,7 @@ pytest.importorskip("torch_pruning")
 
 from edge.config import ModelConfig  # noqa: E402
 from edge.retention import Thresholds  # noqa: E402
-from models.checkpoint import load_model, save_weights  # noqa: E402
+from models.checkpoint import load_model, save_weights, with_config  # noqa: E402
 from models.data import Labels, load_images, read_labels, read_split  # noqa: E402
 from quantize.compressed import load_compressed, save_compressed  # noqa: E402
 from quantize.gate import RetentionGate  # noqa: E402
@@ -244,3 +244,21 @@ def test_cli_defaults_are_the_gate_defaults():
     for bad in ([], ["--prune-structured", "1.5"], ["--int8", "qat", "--finetune-epochs", "0"]):
         with pytest.raises(SystemExit):  # argparse error, exit code 2
             parse_args(required + bad)
+
+
+def test_ptq_does_not_clamp_ages_outside_the_calibration_range(run):
+    # With views averaged in the graph, NNCF put a quantizer on the age head's output (the input of the
+    # mean over views). Its range is symmetric, +-max|z| over calibration: every child further from the
+    # mean age than any calibration image got that edge (42 months on the RSNA model). Calibrate on the
+    # central ages only; the tails must still track FP32.
+    parent = with_config(run.parent, flip_tta=True)
+    age_fp32 = _outputs(parent, run.x_train)[0].numpy()
+    central = np.abs(age_fp32) < np.quantile(np.abs(age_fp32), 0.5)
+    int8 = quantize_ptq(parent, run.x_train[central][:CALIBRATION])
+    age_int8 = _outputs(int8, run.x_train)[0].numpy()
+    edge = np.abs(age_fp32[central]).max()
+    tails = np.abs(age_fp32) > edge + 0.3
+    assert tails.sum() >= 10, "the test needs ages outside the calibrated range"
+    beyond = np.abs(age_fp32[tails]) - edge  # how far a clamp at the edge would pull them
+    assert np.abs(age_int8[tails]).max() > edge + 0.3, "INT8 ages are clamped at the calibration range"
+    assert np.abs(age_int8[tails] - age_fp32[tails]).mean() < 0.5 * beyond.mean()
