@@ -20,6 +20,8 @@ BUNDLE_FILE = "bundle.json"
 OUTPUTS = {
     "bone_age_months": {"unit": "months", "description": "estimated bone age (de-standardised in the graph)"},
     "p_male": {"unit": "probability", "description": "P(male) as the network sees it; sex = male if >= 0.5"},
+    "bone_age_months_by_sex": {"unit": "months", "shape": "(N, 2): [female, male]",
+                               "description": "bone age given the patient's sex (models with config.sex_heads)"},
 }
 
 
@@ -35,6 +37,11 @@ class Bundle:
     @property
     def config(self) -> ModelConfig:
         return ModelConfig.from_dict(self.meta["config"])
+
+    @property
+    def output_names(self) -> list[str]:
+        """The graph outputs this bundle's artifacts have (edge.bundle.OUTPUTS)."""
+        return [n for n in OUTPUTS if n != "bone_age_months_by_sex" or self.config.sex_heads]
 
     def available(self) -> list[tuple[str, str]]:
         """(backend, precision) pairs this bundle has artifacts for (TensorRT counts via its ONNX source)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.bundle import OUTPUTS
 from edge.preprocess import preprocess
 
 # Largest allowed difference on any one sample: (months, P(male)). INT8 may move a single image by much
@@ -17,17 +18,22 @@ from edge.preprocess import preprocess
 TOLERANCE = {"fp32": (0.05, 0.001), "int8": (25.0, 0.35)}
 
 
-def reference_samples(bundle) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(preprocessed inputs, stored bone age, stored P(male)), or None when the bundle stores no samples."""
+def reference_samples(bundle) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+    """(preprocessed inputs, {output name: stored FP32 values}), or None when the bundle stores no samples."""
     samples = bundle.meta.get("samples", [])
     if not samples:
         return None
     x = np.stack([preprocess(Path(bundle.root) / s["file"], bundle.config.input) for s in samples])
-    return x, np.array([s["bone_age_months"] for s in samples]), np.array([s["p_male"] for s in samples])
+    names = [n for n in OUTPUTS if n in samples[0]]
+    return x, {n: np.array([s[n] for s in samples]) for n in names}
 
 
-def compare(age, p_male, want_age, want_p, precision: str) -> dict:
+def compare(got: dict[str, np.ndarray], want: dict[str, np.ndarray], precision: str) -> dict:
+    """Largest difference of every stored output; ages (with or without the sex given) share a tolerance."""
     tol_age, tol_p = TOLERANCE[precision]
-    d_age, d_p = float(np.max(np.abs(age - want_age))), float(np.max(np.abs(p_male - want_p)))
+    if set(want) - set(got):
+        raise ValueError(f"the backend gives no {', '.join(sorted(set(want) - set(got)))} output")
+    d_p = float(np.max(np.abs(got["p_male"] - want["p_male"])))
+    d_age = max(float(np.max(np.abs(got[n] - want[n]))) for n in want if n != "p_male")
     return {"max_abs_months": d_age, "max_abs_p_male": d_p, "tolerance": [tol_age, tol_p],
             "passed": d_age <= tol_age and d_p <= tol_p}

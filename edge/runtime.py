@@ -16,15 +16,23 @@ from edge.preprocess import preprocess
 from edge.reference import compare, reference_samples
 
 
+# Given sex that the network's own reading contradicts this strongly is flagged (a wrong file, a wrong
+# form field, or an unusual image): P(male) at or above this for a girl, at or below 1 - this for a boy.
+SEX_DISAGREES = 0.9
+SEXES = {"f": "female", "female": "female", "m": "male", "male": "male"}
+
+
 @dataclass
 class Prediction:
     file: str
-    bone_age_months: float
+    bone_age_months: float  # given the patient's sex when given_sex is set, else the sex-blind estimate
     p_male: float
-    sex: str
+    sex: str  # as the network sees it
     backend: str
     precision: str
     ms: float
+    given_sex: str = ""
+    warning: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -37,6 +45,16 @@ class Failure:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def parse_sex(value) -> str:
+    """F/M/female/male (any case) -> "female"/"male"; None or "" -> "" (not given)."""
+    if value is None or str(value).strip() == "":
+        return ""
+    try:
+        return SEXES[str(value).strip().lower()]
+    except KeyError:
+        raise ValueError(f"sex {value!r}: give F or M (or leave it out)") from None
 
 
 def default_bundle_path() -> Path:
@@ -58,11 +76,10 @@ class BoneAgeModel:
         ref = reference_samples(self.bundle)
         if ref is None:
             return False
-        x, want_age, want_p = ref
+        x, want = ref
         # One image per call: batch 1 is the shape a single radiograph uses, so nothing extra is compiled.
         outputs = [self.backend.run(x[k:k + 1]) for k in range(len(x))]
-        age, p_male = (np.concatenate(o) for o in zip(*outputs))
-        got = compare(age, p_male, want_age, want_p, self.precision)
+        got = compare({n: np.concatenate([o[n] for o in outputs]) for n in outputs[0]}, want, self.precision)
         if not got["passed"]:
             raise BackendUnavailable(
                 f"{self.backend.name} {self.precision} gives wrong outputs on this machine (a bundled sample is "
@@ -103,17 +120,25 @@ class BoneAgeModel:
     def backend_name(self) -> str:
         return self.backend.name
 
-    def predict(self, source) -> Prediction:
-        """One path or 2-D array -> Prediction. Raises ImageError (one-line message) for a bad file."""
-        result = self.predict_many([source], batch_size=1)[0]
+    @property
+    def uses_sex(self) -> bool:
+        """Whether this model can take the patient's sex (it has an age head per sex)."""
+        return self.bundle.config.sex_heads
+
+    def predict(self, source, sex=None) -> Prediction:
+        """One path or 2-D array -> Prediction. Raises ImageError (one-line message) for a bad file.
+        sex: the patient's sex ("F"/"M"), if known: bone age standards are sex-specific."""
+        result = self.predict_many([source], batch_size=1, sex=sex)[0]
         if isinstance(result, Failure):
             raise ImageError(result.file, result.error)
         return result
 
-    def predict_many(self, sources, batch_size: int = 8, progress=None) -> list[Prediction | Failure]:
+    def predict_many(self, sources, batch_size: int = 8, progress=None, sex=None) -> list[Prediction | Failure]:
         """Paths or arrays -> one Prediction or Failure each, in input order. A bad input never stops the
-        batch. `progress`, if given, is called with the number of inputs finished after each batch."""
+        batch. `progress`, if given, is called with the number of inputs finished after each batch.
+        sex: None, one sex for every input, or one per input (None/"" where not known)."""
         sources = list(sources)
+        sexes = self._given_sexes(sex, len(sources))
         results: list[Prediction | Failure | None] = [None] * len(sources)
         pending: list[tuple[int, np.ndarray]] = []
         for k, src in enumerate(sources):
@@ -125,30 +150,53 @@ class BoneAgeModel:
                 first = (str(e).strip().splitlines() or [""])[0]
                 results[k] = Failure(_name(src, k), f"cannot read image ({type(e).__name__}: {first})")
             if len(pending) == batch_size or (k == len(sources) - 1 and pending):
-                self._run_batch(pending, sources, results)
+                self._run_batch(pending, sources, sexes, results)
                 pending = []
                 if progress:
                     progress(k + 1)
         return results
 
-    def _run_batch(self, pending, sources, results) -> None:
+    def _given_sexes(self, sex, n: int) -> list[str]:
+        sexes = [parse_sex(s) for s in sex] if isinstance(sex, (list, tuple)) else [parse_sex(sex)] * n
+        if len(sexes) != n:
+            raise ValueError(f"{len(sexes)} sexes for {n} inputs")
+        if any(sexes) and not self.uses_sex:
+            raise ValueError(f"{self.bundle.root}: this model has no age head per sex (bundle config sex_heads "
+                             "is false); run it without the patient's sex")
+        return sexes
+
+    def _run_batch(self, pending, sources, sexes, results) -> None:
         x = np.stack([arr for _, arr in pending])
         self.backend.prepare(len(x))
         t0 = time.perf_counter()
         try:
-            age, p_male = self.backend.run(x)
+            outputs = self.backend.run(x)
         except Exception as e:  # a runtime failure loses this batch only, never the results already made
             for k, _ in pending:
                 results[k] = Failure(_name(sources[k], k), f"{self.backend.name} failed: {e}".splitlines()[0])
             return
         ms = (time.perf_counter() - t0) * 1000 / len(pending)
-        for (k, _), a, p in zip(pending, age, p_male):
-            results[k] = Prediction(_name(sources[k], k), float(a), float(p), "male" if p >= 0.5 else "female",
-                                    self.backend.name, self.precision, round(ms, 2))
+        for row, (k, _) in enumerate(pending):
+            p, given = float(outputs["p_male"][row]), sexes[k]
+            age = outputs["bone_age_months_by_sex"][row, int(given == "male")] if given else outputs["bone_age_months"][row]
+            results[k] = Prediction(_name(sources[k], k), float(age), p, "male" if p >= 0.5 else "female",
+                                    self.backend.name, self.precision, round(ms, 2), given, _sex_warning(given, p))
 
     def run_arrays(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Already-preprocessed (N, C, H, W) inputs -> (bone age months, P(male)); used by verify/bench."""
+        """Already-preprocessed (N, C, H, W) inputs -> (sex-blind bone age months, P(male))."""
+        outputs = self.backend.run(x)
+        return outputs["bone_age_months"], outputs["p_male"]
+
+    def run_outputs(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Already-preprocessed (N, C, H, W) inputs -> every graph output by name (edge.bundle.OUTPUTS)."""
         return self.backend.run(x)
+
+
+def _sex_warning(given: str, p_male: float) -> str:
+    if (given == "female" and p_male >= SEX_DISAGREES) or (given == "male" and p_male <= 1 - SEX_DISAGREES):
+        return (f"given sex {given}, but the image reads as {'male' if p_male >= 0.5 else 'female'} "
+                f"(P(male) {p_male:.2f}): check that the file is this patient's")
+    return ""
 
 
 def _name(src, k: int) -> str:

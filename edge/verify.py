@@ -39,9 +39,20 @@ def runnable(bundle_dir, backends=None, threads=None) -> dict[str, BoneAgeModel]
     return models
 
 
+def predict_outputs(model: BoneAgeModel, x: np.ndarray, batch: int = 32) -> dict[str, np.ndarray]:
+    parts = [model.run_outputs(x[s:s + batch]) for s in range(0, len(x), batch)]
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+
 def predict_arrays(model: BoneAgeModel, x: np.ndarray, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    parts = [model.run_arrays(x[s:s + batch]) for s in range(0, len(x), batch)]
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    out = predict_outputs(model, x, batch)
+    return out["bone_age_months"], out["p_male"]
+
+
+def age_given_sex(outputs: dict[str, np.ndarray], male) -> np.ndarray | None:
+    """Each image's bone age given its (true) sex, or None when the model has no age head per sex."""
+    by_sex = outputs.get("bone_age_months_by_sex")
+    return None if by_sex is None else by_sex[np.arange(len(by_sex)), np.asarray(male, int)]
 
 
 def labelled_inputs(bundle_dir, data, split: str = "test", show_progress: bool = False):
@@ -67,15 +78,24 @@ def verify_labelled(bundle_dir, data, split: str = "test", backends=None, thresh
                     n_boot: int = 500, show_progress: bool = False) -> dict:
     labels, x = labelled_inputs(bundle_dir, data, split, show_progress)
     models = runnable(bundle_dir, backends)
-    preds = {name: predict_arrays(m, x) for name, m in models.items()}
-    ref_name = next((n for n in preds if n.endswith("/fp32")), None)
+    outputs = {name: predict_outputs(m, x) for name, m in models.items()}
+    ref_name = next((n for n in outputs if n.endswith("/fp32")), None)
     out = {"split": split, "n": len(labels), "reference": ref_name, "backends": {}}
-    for name, (age, p) in preds.items():
-        entry = {"metrics": metrics.evaluate(labels.age, age, labels.male, p, n_boot=n_boot)}
-        if ref_name:
-            entry["retention"] = retention(labels.age, labels.male, *preds[ref_name], age, p, thresholds)
-        out["backends"][name] = entry
-    out["passed"] = bool(preds) and all(e.get("retention", {}).get("passed", True) for e in out["backends"].values())
+    # The sex-blind age, and where the model has it, the age given each image's true sex (the clinic's case).
+    variants = {"backends": lambda o: (o["bone_age_months"], o["p_male"]),
+                "sex_given": lambda o: (age_given_sex(o, labels.male), o["p_male"])}
+    for key, pick in variants.items():
+        preds = {name: pick(o) for name, o in outputs.items() if pick(o)[0] is not None}
+        if not preds:
+            continue
+        out[key] = {}
+        for name, (age, p) in preds.items():
+            entry = {"metrics": metrics.evaluate(labels.age, age, labels.male, p, n_boot=n_boot)}
+            if ref_name:
+                entry["retention"] = retention(labels.age, labels.male, *preds[ref_name], age, p, thresholds)
+            out[key][name] = entry
+    entries = [e for key in variants for e in out.get(key, {}).values()]
+    out["passed"] = bool(outputs) and all(e.get("retention", {}).get("passed", True) for e in entries)
     return out
 
 
@@ -91,11 +111,10 @@ def self_test_models(bundle, models: dict[str, BoneAgeModel]) -> dict | None:
     ref = reference_samples(bundle)
     if ref is None:
         return None
-    x, want_age, want_p = ref
+    x, want = ref
     out = {"samples": len(x), "backends": {}}
     for name, model in models.items():
-        age, p = predict_arrays(model, x)
-        out["backends"][name] = compare(age, p, want_age, want_p, model.precision)
+        out["backends"][name] = compare(predict_outputs(model, x), want, model.precision)
     out["passed"] = bool(out["backends"]) and all(r["passed"] for r in out["backends"].values())
     return out
 
@@ -105,7 +124,12 @@ def format_report(result: dict, split: str) -> str:
     from edge.metrics import format_table
     from edge.retention import format_rows
 
-    backends = result["backends"]
-    return "\n".join([f"{result['n']} images ({split} split); reference: {result['reference']}",
-                      format_table({k: v["metrics"] for k, v in backends.items()}), "",
-                      format_rows({k: v["retention"] for k, v in backends.items() if "retention" in v})])
+    blocks = [f"{result['n']} images ({split} split); reference: {result['reference']}"]
+    for key, title in (("backends", None), ("sex_given", "Bone age given the patient's (true) sex")):
+        entries = result.get(key)
+        if not entries:
+            continue
+        blocks += ([f"\n{title}"] if title else []) + [
+            format_table({k: v["metrics"] for k, v in entries.items()}), "",
+            format_rows({k: v["retention"] for k, v in entries.items() if "retention" in v})]
+    return "\n".join(blocks)

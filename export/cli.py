@@ -110,7 +110,7 @@ def int8_model(args, fp32, ckpt):
 def ship_samples(fp32, samples, out: Path) -> list[dict]:
     """Copy sample radiographs into the bundle with the FP32 model's outputs for them (the self-test)."""
     from edge.preprocess import preprocess
-    from models.train import predict_arrays
+    from models.train import predict_outputs
 
     entries = []
     (out / "samples").mkdir(exist_ok=True)
@@ -121,8 +121,8 @@ def ship_samples(fp32, samples, out: Path) -> list[dict]:
     for src in samples:
         rel = f"samples/{Path(src).name}"
         shutil.copyfile(src, out / rel)
-        age, p_male = predict_arrays(fp32, preprocess(out / rel, fp32.cfg.input)[None])
-        entries.append({"file": rel, "bone_age_months": float(age[0]), "p_male": float(p_male[0])})
+        outputs = predict_outputs(fp32, preprocess(out / rel, fp32.cfg.input)[None])
+        entries.append({"file": rel, **{name: value[0].tolist() for name, value in outputs.items()}})
     return entries
 
 

@@ -21,7 +21,9 @@ LIMITS = """\
 - Images unlike RSNA radiographs (other body parts, heavy post-processing, photographs of film) give
   meaningless numbers; the tool does not detect them.
 - Sex output is what the network infers from the image, not the patient's recorded sex; use the recorded
-  sex clinically.
+  sex clinically. Given the recorded sex (`--sex F|M`, `predict(..., sex=)`), models with an age head per sex
+  read the age against it (more accurate: see the tables) and flag an image that reads strongly as the other
+  sex.
 - A runtime can compute wrong numbers on some CPUs: OpenVINO 2026.4.1 runs this INT8 model wrongly on CPUs
   without VNNI/AMX (measured on an AVX2-only AMD EPYC; a column far from FP32 in the tables above is that).
   Every backend is therefore checked against the stored sample outputs when it loads and refused if it
@@ -46,7 +48,8 @@ def render(meta: dict, verify: dict | None = None, bench: list | None = None) ->
              "## Intended use", INTENDED_USE, "",
              "## Model",
              f"InceptionV3 (width x{cfg['width']}) + Squeeze-and-Excitation, two heads (bone age regression, "
-             f"sex logit), heads design `{cfg['heads']}`. Input: {spec['channels']}x{spec['height']}x"
+             f"sex logit){', plus an age head per sex for when the sex is given' if cfg.get('sex_heads') else ''}, "
+             f"heads design `{cfg['heads']}`. Input: {spec['channels']}x{spec['height']}x"
              f"{spec['width']}, resize `{spec['resize']}` with `{spec['interpolation']}`, normalise "
              f"`{spec['normalize']}`" + (f"; the network first resizes it to {cfg['net_size']}x{cfg['net_size']} "
                                          "(bilinear, inside the graph)" if cfg.get("net_size") else "") +
@@ -65,6 +68,10 @@ def render(meta: dict, verify: dict | None = None, bench: list | None = None) ->
     if verify:
         parts += ["## Every shipped precision (edge-verify on the test split)", "```",
                   format_table({k: v["metrics"] for k, v in verify["backends"].items()}, paper=True), "```", ""]
+        if verify.get("sex_given"):
+            parts += ["## Bone age given the patient's sex (edge-verify on the test split, true sex given)", "```",
+                      format_table({k: v["metrics"] for k, v in verify["sex_given"].items()}, paper=True),
+                      "```", ""]
     if meta.get("retention"):
         parts += ["## Retention of INT8 against FP32 (validation split, at export)", "```",
                   _retention_text(meta["retention"]), "```", ""]

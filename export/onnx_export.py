@@ -11,7 +11,7 @@ import torch
 from edge.config import ModelConfig
 from models.inception import BoneAgeOutputs
 
-INPUT_NAME, OUTPUT_NAMES = "image", ("bone_age_months", "p_male")
+INPUT_NAME = "image"
 OPSET = 17
 
 
@@ -21,17 +21,23 @@ def export_onnx(net: torch.nn.Module, cfg: ModelConfig, path, metadata: dict | N
     per artifact simple; it also exports NNCF's quantizers as QuantizeLinear/DequantizeLinear pairs."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    names = output_names(cfg)
     wrapped = BoneAgeOutputs(net, cfg.age_mean, cfg.age_std).eval()
     spec = cfg.input
     example = torch.zeros(1, spec.channels, spec.height, spec.width)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(wrapped, (example,), str(path), dynamo=False, opset_version=OPSET,
-                          input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, **{o: {0: "batch"} for o in OUTPUT_NAMES}})
+                          input_names=[INPUT_NAME], output_names=names,
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, **{o: {0: "batch"} for o in names}})
     if metadata:
         embed_metadata(path, metadata)
     return path
+
+
+def output_names(cfg: ModelConfig) -> list[str]:
+    """BoneAgeOutputs' outputs, in order, under their edge.bundle.OUTPUTS names."""
+    return ["bone_age_months", "p_male"] + (["bone_age_months_by_sex"] if cfg.sex_heads else [])
 
 
 def embed_metadata(path, metadata: dict) -> None:

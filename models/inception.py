@@ -185,7 +185,8 @@ class BoneAgeNet(nn.Module):
 
     heads="shared": one SE gate on the 2048-channel map feeds both heads.
     heads="branch": each head has its own SE gate on the shared map.
-    forward() returns (standardised bone age, sex logit), each of shape (N,).
+    forward() returns (standardised bone age, sex logit), each of shape (N,), and with cfg.sex_heads a third
+    output: the standardised bone age given the patient's sex, (N, 2) as [female, male].
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -199,30 +200,39 @@ class BoneAgeNet(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.age_head = nn.Linear(self.num_features, 1)
         self.sex_head = nn.Linear(self.num_features, 1)
-        for head in (self.age_head, self.sex_head):
+        self.age_by_sex_head = nn.Linear(self.num_features, 2) if cfg.sex_heads else None
+        for head in (self.age_head, self.sex_head, self.age_by_sex_head):
+            if head is None:
+                continue
             nn.init.normal_(head.weight, std=0.01)
             nn.init.zeros_(head.bias)
 
     def forward_features(self, x: torch.Tensor, all_views: bool = False) -> torch.Tensor:
         return self.features(self.resize(x, all_views))
 
-    def forward_head(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pooled = [self.drop(F.adaptive_avg_pool2d(se(feats), 1).flatten(1)) for se in self.se]
+    def pooled_features(self, feats: torch.Tensor) -> list[torch.Tensor]:
+        """The gated, pooled features each head reads: [age's, sex's] (one tensor when heads="shared")."""
+        return [self.drop(F.adaptive_avg_pool2d(se(feats), 1).flatten(1)) for se in self.se]
+
+    def forward_head(self, feats: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        pooled = self.pooled_features(feats)
         age = self.age_head(pooled[0]).squeeze(1)
         sex = self.sex_head(pooled[-1]).squeeze(1)
-        return age, sex
+        if self.age_by_sex_head is None:
+            return age, sex
+        return age, sex, self.age_by_sex_head(pooled[0])
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.resize.n_views > 1 and not self.training:
             return self._forward_views_averaged(x)
         return self.forward_head(self.forward_features(x))
 
-    def _forward_views_averaged(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward_views_averaged(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         # One pass over all views as one batch (faster than V batches of N on a CPU), then the mean over
         # views of the standardised age and of the sex logit (ModelConfig.flip_tta, tta_zooms).
-        age, sex = self.forward_head(self.forward_features(x, all_views=True))
+        outputs = self.forward_head(self.forward_features(x, all_views=True))
         v = self.resize.n_views
-        return age.reshape(v, -1).mean(0), sex.reshape(v, -1).mean(0)
+        return tuple(out.reshape(v, -1, *out.shape[1:]).mean(0) for out in outputs)
 
 
 class BoneAgeOutputs(nn.Module):
@@ -234,8 +244,9 @@ class BoneAgeOutputs(nn.Module):
         self.age_mean, self.age_std = float(age_mean), float(age_std)
 
     def forward(self, x):
-        age_z, sex_logit = self.net(x)
-        return age_z * self.age_std + self.age_mean, torch.sigmoid(sex_logit)
+        age_z, sex_logit, *by_sex = self.net(x)
+        return (age_z * self.age_std + self.age_mean, torch.sigmoid(sex_logit),
+                *(a * self.age_std + self.age_mean for a in by_sex))
 
 
 # Registered variants. The paper's model is the first; the others are the simplified networks

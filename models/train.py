@@ -42,6 +42,9 @@ def parse_args(argv=None):
                                                 "(overrides the model's; also applies to --init-from)")
     p.add_argument("--flip-tta", action="store_true", help="validate (and ship) the mean of the image's and "
                                                            "its mirror's predictions (also applies to --init-from)")
+    p.add_argument("--sex-heads", action="store_true", help="also train an age head per sex, for when the "
+                                                            "patient's sex is given (models.sex_heads fits one "
+                                                            "to a trained model instead)")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
@@ -80,6 +83,7 @@ def build_config(args, age: np.ndarray):
     if args.resize:
         cfg = cfg.with_input(resize=args.resize)
     changes = {k: v for k, v in (("width", args.width), ("heads", args.heads)) if v is not None}
+    changes |= {"sex_heads": True} if args.sex_heads else {}
     return replace(cfg, age_mean=float(age.mean()), age_std=float(age.std()), **changes, **_weightless(args))
 
 
@@ -102,17 +106,25 @@ def amp_dtype(args, device: torch.device):
 
 
 @torch.no_grad()
-def predict_arrays(model, x: np.ndarray, batch: int = 256, device="cpu") -> tuple[np.ndarray, np.ndarray]:
-    """(N, C, H, W) inputs -> (bone age in months, P(male)) with the model's own de-standardisation."""
+def predict_outputs(model, x: np.ndarray, batch: int = 256, device="cpu") -> dict[str, np.ndarray]:
+    """(N, C, H, W) inputs -> what the exported graph gives (edge.bundle.OUTPUTS): bone age in months,
+    P(male) and, with sex heads, bone age given each sex (N, 2)."""
     net = getattr(model, "module", model)
     net.eval()
-    ages, probs = [], []
+    parts = []
     for s in range(0, len(x), batch):
         xb = torch.from_numpy(x[s:s + batch]).to(device).contiguous(memory_format=torch.channels_last)
-        age_z, logit = net(xb)
-        ages.append(age_z.float().cpu().numpy() * net.cfg.age_std + net.cfg.age_mean)
-        probs.append(torch.sigmoid(logit.float()).cpu().numpy())
-    return np.concatenate(ages), np.concatenate(probs)
+        age_z, logit, *by_sex = net(xb)
+        ages = [a.float().cpu().numpy() * net.cfg.age_std + net.cfg.age_mean for a in (age_z, *by_sex)]
+        parts.append([ages[0], torch.sigmoid(logit.float()).cpu().numpy(), *ages[1:]])
+    names = ["bone_age_months", "p_male", "bone_age_months_by_sex"]
+    return {name: np.concatenate(arrays) for name, arrays in zip(names, zip(*parts))}
+
+
+def predict_arrays(model, x: np.ndarray, batch: int = 256, device="cpu") -> tuple[np.ndarray, np.ndarray]:
+    """(N, C, H, W) inputs -> (sex-blind bone age in months, P(male))."""
+    out = predict_outputs(model, x, batch, device)
+    return out["bone_age_months"], out["p_male"]
 
 
 def lr_at(step: int, total: int, warmup: int) -> float:
@@ -235,9 +247,13 @@ def _train_epoch(model, opt, sched, x_train, y_age, y_sex, order, args, device, 
             xb = augment_batch(xb, p=args.augment_p)
         xb = xb.to(device).contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            age_z, logit = model(xb)
-        loss = (F.smooth_l1_loss(age_z.float(), y_age[idx].to(device), beta=0.1)
-                + args.sex_weight * F.binary_cross_entropy_with_logits(logit.float(), y_sex[idx].to(device)))
+            age_z, logit, *by_sex = model(xb)
+        y_a, y_s = y_age[idx].to(device), y_sex[idx].to(device)
+        loss = (F.smooth_l1_loss(age_z.float(), y_a, beta=0.1)
+                + args.sex_weight * F.binary_cross_entropy_with_logits(logit.float(), y_s))
+        if by_sex:  # the age head given the patient's sex learns from the column of the true sex
+            given = by_sex[0].float().gather(1, y_s.long()[:, None]).squeeze(1)
+            loss = loss + F.smooth_l1_loss(given, y_a, beta=0.1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)

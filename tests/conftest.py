@@ -100,13 +100,25 @@ def phantom_fp32(phantom_run):
 
 
 @pytest.fixture(scope="session")
-def phantom_bundle(phantom_run, phantom_data, tmp_path_factory) -> Path:
-    """A full bundle (ONNX + OpenVINO, FP32 + INT8 by PTQ) of the phantom model, with two samples."""
+def phantom_sex_heads(phantom_run, phantom_data, tmp_path_factory) -> Path:
+    """The phantom model's checkpoint with an age head per sex fitted on its features (models.sex_heads)."""
+    from models.sex_heads import main
+
+    out = tmp_path_factory.mktemp("phantom-sex-heads") / "best.pt"
+    assert main([str(phantom_run / "best.pt"), str(out), "--data", str(phantom_data),
+                 "--split-file", str(phantom_run / "split.json"), "--no-progress"]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def phantom_bundle(phantom_run, phantom_data, phantom_sex_heads, tmp_path_factory) -> Path:
+    """A full bundle (ONNX + OpenVINO, FP32 + INT8 by PTQ) of the phantom model with sex heads fitted
+    (models.sex_heads), with two samples."""
     from export.cli import main
 
     out = tmp_path_factory.mktemp("phantom-bundle")
     samples = sorted((phantom_data / "images").glob("*.png"))[-2:]
-    assert main(["--checkpoint", str(phantom_run / "best.pt"), "--out", str(out), "--data", str(phantom_data),
+    assert main(["--checkpoint", str(phantom_sex_heads), "--out", str(out), "--data", str(phantom_data),
                  "--calibration-data", str(phantom_data), "--calibration-size", "64",
                  "--samples", *map(str, samples)]) == 0
     return out

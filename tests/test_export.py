@@ -67,9 +67,13 @@ def test_int8_onnx_is_symmetric_qdq_with_tensorrt_ops(phantom_bundle):
     convs = sum(n.op_type == "Conv" for n in nodes)
     # Weights are stored as int8 initializers feeding DequantizeLinear (export.onnx_export.fold_weight_quantizers).
     int8_weights = {i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT8}
-    weight_dq = sum(1 for n in nodes if n.op_type == "DequantizeLinear" and n.input[0] in int8_weights)
-    # Every convolution has INT8 weights but the three of the stem, kept FP32 (quantize.ptq.FP32_SCOPE).
-    assert weight_dq == convs - 3
+    int8_fed = {n.output[0] for n in nodes if n.op_type == "DequantizeLinear" and n.input[0] in int8_weights}
+    fp32_convs = sorted(n.name for n in nodes if n.op_type == "Conv" and n.input[1] not in int8_fed)
+    # Every convolution has INT8 weights but the three of the stem, kept FP32 (quantize.ptq.FP32_SCOPE), and
+    # the SE gate's two 1x1 convolutions on the pooled vector, which NNCF leaves FP32; every head is INT8.
+    assert len(fp32_convs) == 5 and convs > 5, fp32_convs
+    assert sum("Conv2d_1a" in n or "Conv2d_2a" in n or "Conv2d_2b" in n or "/se" in n for n in fp32_convs) == 5
+    assert all(n.input[1] in int8_fed for n in nodes if n.op_type == "Gemm")
     assert not any(i.data_type == onnx.TensorProto.FLOAT and i.name.endswith(".weight") and "conv" in i.name
                    for i in model.graph.initializer)  # and no FP32 copy of them is left behind
 

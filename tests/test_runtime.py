@@ -137,7 +137,8 @@ def test_edge_infer_json_batch_with_bad_files_never_imports_torch(phantom_bundle
     assert [r["file"] for r in rows] == inputs  # one row per input, where the user put it
     good = [r for r in rows if "error" not in r]
     assert {r["file"] for r in good} == {str(images[0]), str(images[1])}
-    assert set(good[0]) == {"file", "bone_age_months", "p_male", "sex", "backend", "precision", "ms"}
+    assert set(good[0]) == {"file", "bone_age_months", "p_male", "sex", "backend", "precision", "ms", "given_sex",
+                            "warning"}
     errors = {r["file"]: r["error"] for r in rows if "error" in r}
     assert len(errors) == len(bad) + 1 and all(errors.values())
 
@@ -173,6 +174,10 @@ def test_edge_verify_self_test_and_labelled(phantom_bundle, phantom_data):
     assert set(r["backends"][f"{int8}/int8"]["metrics"]) >= {"mae", "mse", "rmse", "icc", "accuracy", "auc",
                                                             "kappa", "kappa_p", "n", "ci"}
     assert r["backends"][f"{int8}/fp32"]["retention"]["delta"]["mae"] == 0.0
+    # The phantom bundle has sex heads: the age given the true sex is measured and gated too.
+    assert set(r["sex_given"]) == set(r["backends"])
+    assert r["sex_given"][f"{int8}/int8"]["retention"]["passed"]
+    assert r["sex_given"][f"{int8}/int8"]["metrics"]["mae"] != r["backends"][f"{int8}/int8"]["metrics"]["mae"]
 
 
 def test_edge_verify_fails_a_backend_that_lost_accuracy(phantom_bundle, phantom_data):
@@ -200,3 +205,53 @@ def test_edge_bench_json(phantom_bundle, tmp_path):
         want = "-" if r["backend"] == "torch" else "FAIL" if refused else "PASS"
         assert r["self_test"].startswith(want), r
     assert plot.stat().st_size > 1000
+
+
+def test_given_sex_reads_the_age_head_of_that_sex(phantom_bundle, images):
+    models = {b: BoneAgeModel.load(phantom_bundle, backend=b, precision="fp32") for b in ("openvino", "onnxruntime")}
+    model = models["onnxruntime"]
+    assert model.uses_sex
+    x = np.stack([preprocess(p, model.spec) for p in images[:4]])
+    outputs = model.run_outputs(x)
+    by_sex = outputs["bone_age_months_by_sex"]
+    assert by_sex.shape == (4, 2) and not np.allclose(by_sex[:, 0], by_sex[:, 1])
+    np.testing.assert_allclose(models["openvino"].run_outputs(x)["bone_age_months_by_sex"], by_sex, atol=1e-3)
+    sexes = ["F", "male", None, "m"]
+    results = model.predict_many(images[:4], batch_size=3, sex=sexes)
+    want = [by_sex[0, 0], by_sex[1, 1], outputs["bone_age_months"][2], by_sex[3, 1]]
+    np.testing.assert_allclose([r.bone_age_months for r in results], want, rtol=1e-5)
+    assert [r.given_sex for r in results] == ["female", "male", "", "male"]
+    assert model.predict(images[0], sex="f").bone_age_months == pytest.approx(by_sex[0, 0], rel=1e-5)
+    with pytest.raises(ValueError, match="give F or M"):
+        model.predict(images[0], sex="x")
+    with pytest.raises(ValueError, match="3 sexes for 4 inputs"):
+        model.predict_many(images[:4], sex=["F", "M", "F"])
+
+
+def test_sex_for_a_model_without_sex_heads_is_refused(phantom_bundle, tmp_path):
+    copy = tmp_path / "bundle"
+    shutil.copytree(phantom_bundle, copy)
+    meta = json.loads((copy / "bundle.json").read_text())
+    meta["config"]["sex_heads"] = False
+    (copy / "bundle.json").write_text(json.dumps(meta))
+    model = BoneAgeModel.load(copy, backend="onnxruntime", precision="fp32")
+    sample = copy / meta["samples"][0]["file"]
+    assert model.predict(sample).given_sex == ""
+    with pytest.raises(ValueError, match="no age head per sex"):
+        model.predict(sample, sex="F")
+
+
+def test_a_given_sex_the_image_contradicts_is_flagged():
+    from edge.runtime import _sex_warning
+
+    assert "check that the file is this patient's" in _sex_warning("female", 0.95)
+    assert "reads as female" in _sex_warning("male", 0.05)
+    assert _sex_warning("female", 0.6) == _sex_warning("male", 0.4) == _sex_warning("", 0.99) == ""
+
+
+def test_edge_infer_with_sex(phantom_bundle, images):
+    out = _cli("infer", str(images[0]), "--bundle", str(phantom_bundle), "--sex", "F", "--json", block_torch=True)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)[0]["given_sex"] == "female"
+    out = _cli("infer", str(images[0]), "--bundle", str(phantom_bundle), "--sex", "unknown")
+    assert out.returncode == 2 and "give F or M" in out.stderr and "Traceback" not in out.stderr

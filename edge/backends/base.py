@@ -33,8 +33,18 @@ class Backend(ABC):
         ...
 
     @abstractmethod
-    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(N, C, H, W) float32 -> (bone age in months (N,), P(male) (N,))."""
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """(N, C, H, W) float32 -> the graph's outputs by name (edge.bundle.OUTPUTS): bone_age_months (N,),
+        p_male (N,) and, where the model has sex heads, bone_age_months_by_sex (N, 2)."""
+
+    @staticmethod
+    def by_name(named, n: int) -> dict[str, np.ndarray]:
+        """(name, array) pairs -> {name: (N,) or (N, K) copy}, whatever shape the runtime gave."""
+        out = {}
+        for name, arr in named:
+            arr = np.array(arr, np.float32).reshape(n, -1)  # a copy: runtimes reuse their buffers
+            out[name] = arr[:, 0] if arr.shape[1] == 1 else arr
+        return out
 
     def prepare(self, batch_size: int) -> None:
         """Get ready for batches of this size (compile, allocate) so it is not timed as inference."""

@@ -25,10 +25,11 @@ class OnnxRuntimeBackend(Backend):
             opts.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(self.artifact), opts, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
 
-    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        age, p_male = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, np.float32)})
-        return age.reshape(-1), p_male.reshape(-1)
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        results = self.session.run(self.output_names, {self.input_name: np.ascontiguousarray(batch, np.float32)})
+        return self.by_name(zip(self.output_names, results), len(batch))
 
 
 BACKEND = OnnxRuntimeBackend

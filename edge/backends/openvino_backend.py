@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from edge.backends.base import Backend
+from edge.bundle import OUTPUTS
 
 
 class OpenVinoBackend(Backend):
@@ -40,18 +41,21 @@ class OpenVinoBackend(Backend):
             dims = list(model.input(0).get_partial_shape())[1:]
             model.reshape({model.input(0): [batch, *(d.get_length() for d in dims)]})
             compiled = self.core.compile_model(model, "CPU", self.config)
-            self.requests[batch] = (compiled.create_infer_request(),
-                                    [compiled.output(name) for name in ("bone_age_months", "p_male")])
+            self.requests[batch] = (compiled.create_infer_request(), list(compiled.outputs))
         return self.requests[batch]
 
     def prepare(self, batch_size: int) -> None:
         self._request(batch_size)
 
-    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         request, outputs = self._request(len(batch))
         result = request.infer({0: np.ascontiguousarray(batch, np.float32)})
-        age, p_male = (np.array(result[o]).reshape(-1) for o in outputs)  # copies: buffers are reused
-        return age, p_male
+        return self.by_name(((_bundle_name(o), result[o]) for o in outputs), len(batch))
+
+
+def _bundle_name(output) -> str:
+    """The output's edge.bundle.OUTPUTS name: an IR output tensor can carry several names."""
+    return next((n for n in output.get_names() if n in OUTPUTS), output.get_any_name())
 
 
 BACKEND = OpenVinoBackend

@@ -108,13 +108,12 @@ class TensorRtBackend(Backend):
             raise RuntimeError(f"{self.artifact}: TensorRT engine build failed (see the log above)")
         return bytes(serialized)
 
-    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        outputs = []
-        for start in range(0, len(batch), MAX_BATCH):
-            outputs.append(self._run_chunk(np.ascontiguousarray(batch[start:start + MAX_BATCH], np.float32)))
-        return tuple(np.concatenate(parts) for parts in zip(*outputs))
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        chunks = [self._run_chunk(np.ascontiguousarray(batch[start:start + MAX_BATCH], np.float32))
+                  for start in range(0, len(batch), MAX_BATCH)]
+        return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
 
-    def _run_chunk(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _run_chunk(self, x: np.ndarray) -> dict[str, np.ndarray]:
         cudart, n = self.cudart, len(x)
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.context.set_input_shape(names[0], x.shape)
@@ -136,7 +135,7 @@ class TensorRtBackend(Backend):
         finally:
             for ptr in device.values():
                 cudart.cudaFree(ptr)
-        return host["bone_age_months"].reshape(n), host["p_male"].reshape(n)
+        return self.by_name(((name, host[name]) for name in names[1:]), n)
 
 
 BACKEND = TensorRtBackend

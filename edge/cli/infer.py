@@ -11,19 +11,31 @@ import sys
 
 from edge.cli.common import Progress, add_model_args, run_cli
 
-FIELDS = ("file", "bone_age_months", "p_male", "sex", "backend", "precision", "ms")
+FIELDS = ("file", "bone_age_months", "p_male", "sex", "given_sex", "backend", "precision", "ms", "warning")
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="edge-infer", description=__doc__.splitlines()[0])
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     add_model_args(p)
+    p.add_argument("--sex", type=_sex, metavar="F|M",
+                   help="the patient's sex, for every input: bone age is then read against that sex (bone age "
+                        "standards are sex-specific); without it the network's sex-blind estimate is given")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print a JSON list, one object per input")
     out.add_argument("--csv", metavar="FILE", help="also write the results as CSV to FILE ('-' for stdout)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
+
+
+def _sex(text: str) -> str:
+    from edge.runtime import parse_sex
+
+    try:
+        return parse_sex(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _main(argv=None) -> int:
@@ -36,7 +48,8 @@ def _main(argv=None) -> int:
     model = BoneAgeModel.load(args.bundle, backend=args.backend, precision=args.precision, threads=args.threads)
     # Counts image files read; an input that names no file is reported in the table, not here.
     progress = Progress(len(files), "edge-infer: image files", enabled=not args.no_progress and not args.json)
-    predictions = iter(model.predict_many(files, batch_size=args.batch_size, progress=progress) if files else [])
+    predictions = iter(model.predict_many(files, batch_size=args.batch_size, progress=progress, sex=args.sex)
+                       if files else [])
     results = [next(predictions) if why is None else Failure(path, why) for path, why in entries]
     rows = [r.to_dict() for r in results]
     if args.json:
@@ -55,15 +68,17 @@ def _main(argv=None) -> int:
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = [f"{'file':<40} {'bone age':>18} {'sex':>7} {'P(male)':>8} {'backend':>16} {'ms':>7}"]
+    lines = [f"{'file':<40} {'bone age':>18} {'given':>6} {'sex':>7} {'P(male)':>8} {'backend':>16} {'ms':>7}"]
     for r in rows:
         if "error" in r:
             lines.append(f"{_short(r['file']):<40} FAILED: {r['error']}")
             continue
         months = r["bone_age_months"]
         age = f"{months:6.1f} mo ({int(months // 12)}y {months % 12:4.1f}m)"
-        lines.append(f"{_short(r['file']):<40} {age:>18} {r['sex']:>7} {r['p_male']:>8.3f} "
-                     f"{r['backend'] + ' ' + r['precision']:>16} {r['ms']:>7.1f}")
+        lines.append(f"{_short(r['file']):<40} {age:>18} {r['given_sex'] or '-':>6} {r['sex']:>7} "
+                     f"{r['p_male']:>8.3f} {r['backend'] + ' ' + r['precision']:>16} {r['ms']:>7.1f}")
+        if r["warning"]:
+            lines.append(f"{'':<40} WARNING: {r['warning']}")
     return "\n".join(lines)
 
 
