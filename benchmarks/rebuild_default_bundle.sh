@@ -24,6 +24,7 @@ print(format_report(json.load(open(sys.argv[1])), 'test'))" "$R/verify-default-t
 edge-verify --bundle "$B" > "$R/selftest-default.txt" || true
 cat "$R/selftest-default.txt"
 python benchmarks/plot_agreement.py --bundle "$B" --data "$D" --out "$R/agreement-default-test.png"
+python benchmarks/plot_agreement.py --bundle "$B" --data "$D" --sex-given --out "$R/agreement-default-test-sex-given.png"
 ROUNDS=${ROUNDS:-60} BATCHES=1,8
 edge-bench --bundle "$B" --checkpoint "$CK" --rounds $ROUNDS --batch $BATCHES --json \
            --plot "$R/latency-default.png" > "$R/bench-default.json"

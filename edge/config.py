@@ -65,7 +65,8 @@ class ModelConfig:
     tta_zooms: tuple[float, ...] = ()
     # True: a second age head, one output per sex (female, male), for when the clinician gives the patient's
     # sex; bone age standards are sex-specific. The sex-blind head stays for when sex is not given.
-    # Fitted on the default model's frozen features, it took test MAE from 10.89 to 9.5 (docs/EXPERIMENTS.md).
+    # Fitted on the default model's frozen features it took test MAE from 10.89 to 9.51; fine-tuned with
+    # the network, 9.35 (docs/EXPERIMENTS.md, session 6).
     sex_heads: bool = False
     # Bone age is regressed standardised; these turn the output back into months.
     age_mean: float = 127.0

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edge.retention import Thresholds, format_rows
+from edge.retention import add_threshold_args, format_rows, thresholds_from
 from models.checkpoint import load_model
 from models.data import Labels, load_images, read_labels, read_split
 from quantize.compressed import DEFAULT_NAME, REJECTED_NAME, save_compressed
@@ -51,10 +51,7 @@ def parse_args(argv=None):
                    help=f"learning rate (default {FINETUNE_LR:g} after pruning, {QAT_LR:g} for QAT)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--calibration-size", type=int, default=300, help="training images for INT8 ranges and BN")
-    t = Thresholds()
-    p.add_argument("--max-mae-increase", type=float, default=t.max_mae_increase, help="months")
-    p.add_argument("--max-accuracy-drop", type=float, default=t.max_accuracy_drop, help="sex accuracy, 0.01 = 1 point")
-    p.add_argument("--max-auc-drop", type=float, default=t.max_auc_drop)
+    add_threshold_args(p)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep-rejected", action="store_true",
@@ -177,7 +174,7 @@ def compress(args) -> int:
     pruning = args.prune_structured or args.prune_unstructured
     data = load_data(args, parent.cfg.input, split_file, args.int8 == "qat" or bool(args.finetune_epochs and pruning))
     gate = RetentionGate(parent, data.x_val, data.val,
-                         Thresholds(args.max_mae_increase, args.max_accuracy_drop, args.max_auc_drop))
+                         thresholds_from(args))
     print(f"      {len(data.x_train)} training / {len(data.x_calib)} calibration / {len(data.x_val)} validation "
           f"images (split {split_file})", flush=True)
 

@@ -245,3 +245,19 @@ def test_retention_fails_sex_flips():
     assert not r["passed"]
     assert r["agreement"]["sex_flips"] == 10
     assert any("accuracy" in f for f in r["failures"])
+
+
+def test_retention_fails_a_clamp_at_one_end_that_the_overall_mae_hides():
+    # The session-5 INT8 bug: every young child floored at 42 months. Over all ages the MAE barely moves.
+    rng = np.random.default_rng(3)
+    age = rng.uniform(0, 228, 2000)
+    male = rng.integers(0, 2, 2000)
+    ref = age + rng.normal(0, 12, 2000)
+    p = np.clip(male * 0.8 + 0.1, 0, 1)
+    clamped = np.maximum(ref, 24.0)
+    r = retention(age, male, ref, p, clamped, p, Thresholds(max_mae_increase=1.0))
+    assert r["delta"]["mae"] < 1.0  # the whole-split check alone would pass it
+    assert not r["passed"] and "at ages 0-" in r["failures"][0]
+    band = r["worst_age_band"]
+    assert band["ages"][0] == pytest.approx(age.min()) and band["n"] == 200 and band["mae_increase"] > 1.0
+    assert retention(age, male, ref, p, ref + 0.01, p)["passed"]  # a uniform tiny shift is not a band failure

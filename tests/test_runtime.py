@@ -168,7 +168,8 @@ def test_edge_verify_self_test_and_labelled(phantom_bundle, phantom_data):
     assert r["backends"]["onnxruntime/fp32"]["max_abs_months"] < 0.05
     int8 = "openvino" if ov_int8_ok else "onnxruntime"
     out = _cli("verify", "--bundle", str(phantom_bundle), "--data", str(phantom_data), "--json",
-               "--backends", int8, "--max-mae-increase", "100", "--max-accuracy-drop", "1", "--max-auc-drop", "1")
+               "--backends", int8, "--max-mae-increase", "100", "--max-accuracy-drop", "1", "--max-auc-drop", "1",
+               "--max-band-mae-increase", "100")
     r = json.loads(out.stdout)
     assert out.returncode == 0 and r["passed"]
     assert set(r["backends"][f"{int8}/int8"]["metrics"]) >= {"mae", "mse", "rmse", "icc", "accuracy", "auc",

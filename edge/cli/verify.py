@@ -12,6 +12,7 @@ import sys
 
 from edge.cli.common import run_cli
 from edge.formats import FORMATS
+from edge.retention import add_threshold_args
 
 
 def parse_args(argv=None):
@@ -20,15 +21,13 @@ def parse_args(argv=None):
     p.add_argument("--data", help="labelled images (labels.csv + images/); omit for the self-test")
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
     p.add_argument("--backends", nargs="*", choices=list(FORMATS), help="default: every one that runs here")
-    p.add_argument("--max-mae-increase", type=float, default=0.25)
-    p.add_argument("--max-accuracy-drop", type=float, default=0.01)
-    p.add_argument("--max-auc-drop", type=float, default=0.01)
+    add_threshold_args(p)
     p.add_argument("--json", action="store_true")
     return p.parse_args(argv)
 
 
 def _main(argv=None) -> int:
-    from edge.retention import Thresholds
+    from edge.retention import thresholds_from
     from edge.runtime import default_bundle_path
     from edge.verify import format_report, self_test, verify_labelled
 
@@ -44,7 +43,7 @@ def _main(argv=None) -> int:
                 print(f"{name:<22} max |d age| {r['max_abs_months']:.4f} mo  max |d p| {r['max_abs_p_male']:.5f}"
                       f"  (tol {r['tolerance'][0]}, {r['tolerance'][1]})  {'PASS' if r['passed'] else 'FAIL'}")
         return 0 if result["passed"] else 1
-    thresholds = Thresholds(args.max_mae_increase, args.max_accuracy_drop, args.max_auc_drop)
+    thresholds = thresholds_from(args)
     result = verify_labelled(bundle, args.data, args.split, args.backends, thresholds, show_progress=not args.json)
     print(json.dumps(result, indent=1) if args.json else format_report(result, args.split))
     return 0 if result["passed"] else 1
