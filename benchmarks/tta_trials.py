@@ -19,7 +19,7 @@ from edge import metrics
 from models.augment import warp
 from models.checkpoint import load_model, with_config
 from models.data import load_images, read_labels, read_split
-from models.train import predict_arrays
+from models.train import predict_outputs
 
 
 def zoomed(x: np.ndarray, scale: float) -> np.ndarray:
@@ -28,16 +28,25 @@ def zoomed(x: np.ndarray, scale: float) -> np.ndarray:
     return warp(torch.from_numpy(x), theta).numpy()
 
 
-def predict_age_logit(model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Age in months and sex logit: averaged over views as the mirror averages them (age is linear in its z)."""
-    age, p = predict_arrays(model, x)
-    p = np.clip(p, 1e-7, 1 - 1e-7)
-    return age, np.log(p / (1 - p))
+def predict_age_logit(model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Age in months, sex logit and age given each sex (N, 2; NaN without sex heads): averaged over views as the
+    mirror averages them (age is linear in its z)."""
+    out = predict_outputs(model, x)
+    p = np.clip(out["p_male"], 1e-7, 1 - 1e-7)
+    by_sex = out.get("bone_age_months_by_sex", np.full((len(p), 2), np.nan))
+    return out["bone_age_months"], np.log(p / (1 - p)), by_sex
 
 
-def score(name: str, age: np.ndarray, logit: np.ndarray, labels) -> dict:
+def mean_views(views: list) -> tuple:
+    return tuple(np.mean(parts, 0) for parts in zip(*views))
+
+
+def score(name: str, age: np.ndarray, logit: np.ndarray, by_sex: np.ndarray, labels) -> dict:
     m = metrics.point_metrics(labels.age, age, labels.male, 1 / (1 + np.exp(-logit)))
-    print(f"| {name} | {m['mae']:.2f} | {m['accuracy']:.3f} | {m['auc']:.3f} |", flush=True)
+    given = by_sex[np.arange(len(age)), labels.male.astype(int)]
+    m["mae_sex_given"] = float(np.abs(given - labels.age).mean())
+    print(f"| {name} | {m['mae']:.2f} | {m['mae_sex_given']:.2f} | {m['accuracy']:.3f} | {m['auc']:.3f} |",
+          flush=True)
     return m
 
 
@@ -55,7 +64,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     labels = read_labels(args.data).subset(read_split(args.split)["val"])
     print(f"validation split, n={len(labels)}; mirror = mean of the image's and its mirror's predictions")
-    print("| variant | MAE | sex acc | AUC |\n| --- | --- | --- | --- |")
+    print("| variant | MAE | MAE given sex | sex acc | AUC |\n| --- | --- | --- | --- | --- |")
     x = None
     mirrored = []
     for ck in args.checkpoints:
@@ -78,11 +87,9 @@ def main(argv=None) -> int:
                     by_zoom[s] = predict_age_logit(mirror, zoomed(x, s))
                     score(f"{ck}, mirror, zoom {s} alone", *by_zoom[s], labels)
             zs = [by_zoom[s] for s in sorted({1.0, *zooms})]
-            score(f"{ck}, mirror x zooms {', '.join(map(str, sorted({1.0, *zooms})))}",
-                  np.mean([a for a, _ in zs], 0), np.mean([b for _, b in zs], 0), labels)
+            score(f"{ck}, mirror x zooms {', '.join(map(str, sorted({1.0, *zooms})))}", *mean_views(zs), labels)
     if len(mirrored) > 1:
-        score("mean of the checkpoints, each mirrored", np.mean([a for a, _ in mirrored], 0),
-              np.mean([b for _, b in mirrored], 0), labels)
+        score("mean of the checkpoints, each mirrored", *mean_views(mirrored), labels)
     return 0
 
 
