@@ -256,3 +256,28 @@ def test_edge_infer_with_sex(phantom_bundle, images):
     assert json.loads(out.stdout)[0]["given_sex"] == "female"
     out = _cli("infer", str(images[0]), "--bundle", str(phantom_bundle), "--sex", "unknown")
     assert out.returncode == 2 and "give F or M" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_edge_infer_sexes_csv_gives_each_patient_their_sex(phantom_bundle, images, tmp_path):
+    sexes = tmp_path / "sexes.csv"
+    # By path for the first image, by file name for the second; the third is not listed.
+    sexes.write_text(f"File,Sex\n{images[0]},F\n{images[1].name},m\n")
+    inputs = [str(p) for p in images[:3]]
+    out = _cli("infer", *inputs, "--bundle", str(phantom_bundle), "--sexes", str(sexes), "--json")
+    assert out.returncode == 0, out.stderr
+    assert [r["given_sex"] for r in json.loads(out.stdout)] == ["female", "male", ""]
+    assert "1 of 3 image file(s) have no sex" in out.stderr
+    model = BoneAgeModel.load(phantom_bundle, precision="int8")
+    want = [r.bone_age_months for r in model.predict_many(images[:3], sex=["F", "M", None])]
+    np.testing.assert_allclose([r["bone_age_months"] for r in json.loads(out.stdout)], want, rtol=1e-4)
+
+
+def test_edge_infer_bad_sexes_csv_is_one_line_naming_the_row(phantom_bundle, images, tmp_path):
+    sexes = tmp_path / "sexes.csv"
+    sexes.write_text(f"file,sex\n{images[0].name},F\n{images[1].name},boy\n")
+    out = _cli("infer", str(images[0]), "--bundle", str(phantom_bundle), "--sexes", str(sexes))
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert "sexes.csv, line 3" in out.stderr and "'boy'" in out.stderr
+    sexes.write_text("name,gender\nx.png,F\n")
+    out = _cli("infer", str(images[0]), "--bundle", str(phantom_bundle), "--sexes", str(sexes))
+    assert out.returncode == 2 and "columns file and sex" in out.stderr

@@ -18,9 +18,14 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="edge-infer", description=__doc__.splitlines()[0])
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     add_model_args(p)
-    p.add_argument("--sex", type=_sex, metavar="F|M",
-                   help="the patient's sex, for every input: bone age is then read against that sex (bone age "
-                        "standards are sex-specific); without it the network's sex-blind estimate is given")
+    given = p.add_mutually_exclusive_group()
+    given.add_argument("--sex", type=_sex, metavar="F|M",
+                       help="the patient's sex, for every input: bone age is then read against that sex (bone age "
+                            "standards are sex-specific); without it the network's sex-blind estimate is given")
+    given.add_argument("--sexes", metavar="CSV",
+                       help="each patient's sex, for a batch: a CSV with columns file and sex (F/M; empty: not "
+                            "known), matched to each input by its path as given, else by its file name; inputs "
+                            "it does not list get the sex-blind estimate")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print a JSON list, one object per input")
     out.add_argument("--csv", metavar="FILE", help="also write the results as CSV to FILE ('-' for stdout)")
@@ -45,10 +50,14 @@ def _main(argv=None) -> int:
     args = parse_args(argv)
     entries = expand_inputs(args.inputs)
     files = [path for path, why in entries if why is None]
+    sexes = sexes_for(files, read_sexes(args.sexes)) if args.sexes else args.sex
+    if args.sexes and not all(sexes):
+        print(f"edge-infer: {sum(not s for s in sexes)} of {len(files)} image file(s) have no sex in {args.sexes}: "
+              "sex-blind estimates for them", file=sys.stderr)
     model = BoneAgeModel.load(args.bundle, backend=args.backend, precision=args.precision, threads=args.threads)
     # Counts image files read; an input that names no file is reported in the table, not here.
     progress = Progress(len(files), "edge-infer: image files", enabled=not args.no_progress and not args.json)
-    predictions = iter(model.predict_many(files, batch_size=args.batch_size, progress=progress, sex=args.sex)
+    predictions = iter(model.predict_many(files, batch_size=args.batch_size, progress=progress, sex=sexes)
                        if files else [])
     results = [next(predictions) if why is None else Failure(path, why) for path, why in entries]
     rows = [r.to_dict() for r in results]
@@ -65,6 +74,48 @@ def _main(argv=None) -> int:
     if failed and not args.json:
         print(f"{len(failed)} of {len(results)} input(s) failed", file=sys.stderr)
     return 1 if failed or not results else 0
+
+
+def read_sexes(path) -> dict[str, str]:
+    """CSV with columns file and sex -> {file as written: "female"/"male"/""}. A bad row is a one-line error
+    naming the CSV and its line: a wrong sex must not be used silently."""
+    from edge.runtime import parse_sex
+
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        columns = {c.strip().lower(): c for c in reader.fieldnames or []}
+        if "file" not in columns or "sex" not in columns:
+            raise ValueError(f"{path}: needs a header with columns file and sex; found {reader.fieldnames}")
+        table = {}
+        for row in reader:
+            name = (row[columns["file"]] or "").strip()
+            try:
+                sex = parse_sex(row[columns["sex"]])
+            except ValueError as e:
+                raise ValueError(f"{path}, line {reader.line_num}: {e}") from None
+            if name in table and table[name] != sex:
+                raise ValueError(f"{path}, line {reader.line_num}: {name} is listed twice with different sexes")
+            table[name] = sex
+    return table
+
+
+def sexes_for(files: list[str], table: dict[str, str]) -> list[str]:
+    """Each file's sex from read_sexes' table: by the path as given, else by file name; "" when not listed.
+    A file name listed for two different inputs is ambiguous only if the CSV gives it by name alone."""
+    from pathlib import Path
+
+    names = [Path(f).name for f in files]
+    out = []
+    for f, name in zip(files, names):
+        if f in table:
+            out.append(table[f])
+        elif name in table:
+            if names.count(name) > 1:
+                raise ValueError(f"{name}: more than one input has this file name; give its path in the sexes CSV")
+            out.append(table[name])
+        else:
+            out.append("")
+    return out
 
 
 def format_table(rows: list[dict]) -> str:
