@@ -10,6 +10,7 @@ import numpy as np
 
 from edge.backends import BackendUnavailable, backend_class
 from edge.bundle import Bundle, BundleError, load_bundle
+from edge.cpu import auto_precision
 from edge.formats import AUTO_ORDER, FORMATS, PRECISIONS
 from edge.imaging import ImageError
 from edge.preprocess import preprocess
@@ -88,15 +89,18 @@ class BoneAgeModel:
         return True
 
     @classmethod
-    def load(cls, bundle=None, backend: str = "auto", precision: str = "int8",
+    def load(cls, bundle=None, backend: str = "auto", precision: str = "auto",
              threads: int | None = None, check: bool = True) -> "BoneAgeModel":
         """bundle: a bundle directory (default: the one shipped with the package).
         backend: "auto" (fastest that is installed and works here), "openvino", "onnxruntime", "tensorrt".
+        precision: "int8", "fp32", or "auto": INT8 where the CPU has INT8 dot products, else FP32 (edge.cpu).
         The artifact's sha256 is checked against bundle.json; a mismatch is refused. check: run the
         bundled samples and refuse a backend whose outputs differ from the stored reference (edge.reference);
         "auto" then tries the next backend."""
+        if precision == "auto":
+            precision = auto_precision()
         if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+            raise ValueError(f"precision must be auto or one of {', '.join(PRECISIONS)}; got {precision!r}")
         b = load_bundle(bundle if bundle is not None else default_bundle_path())
         names = [n for n in AUTO_ORDER if (n, precision) in b.available()] if backend == "auto" else [backend]
         errors = []

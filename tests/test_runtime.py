@@ -61,12 +61,24 @@ def test_int8_backends_stay_close_to_fp32(phantom_bundle, images, backend):
 
 
 def test_auto_picks_an_installed_backend_and_predicts(phantom_bundle, images):
+    # INT8 is the default only where it is faster (VNNI/AMX); OpenVINO runs either precision right there.
     model = BoneAgeModel.load(phantom_bundle)
-    # First of AUTO_ORDER that runs right on this CPU (OpenVINO INT8 is refused without VNNI/AMX).
-    assert model.backend_name == ("openvino" if cpu_has_int8_dot_product() else "onnxruntime")
+    assert model.precision == ("int8" if cpu_has_int8_dot_product() else "fp32") and model.backend_name == "openvino"
     r = model.predict(images[0])
     assert isinstance(r, Prediction) and 0 < r.bone_age_months < 300 and 0 <= r.p_male <= 1
-    assert r.sex in ("male", "female") and r.precision == "int8"
+    assert r.sex in ("male", "female") and r.precision == model.precision
+    # INT8 asked for: the first of AUTO_ORDER that runs it right here (OpenVINO INT8 is refused without VNNI/AMX).
+    int8 = BoneAgeModel.load(phantom_bundle, precision="int8")
+    assert int8.backend_name == ("openvino" if cpu_has_int8_dot_product() else "onnxruntime")
+    assert int8.predict(images[0]).precision == "int8"
+
+
+@pytest.mark.parametrize("flags, vnni", [("fpu avx avx2 fma", False), ("avx2 avx512f avx512_vnni", True),
+                                         ("avx2 avx_vnni", True), ("avx2 amx_bf16 amx_int8", True)])
+def test_int8_is_the_default_only_with_int8_dot_products(flags, vnni):
+    from edge.cpu import int8_dot_product
+
+    assert int8_dot_product(f"processor\t: 0\nflags\t\t: {flags}\n") is vnni
 
 
 def test_tampered_artifact_is_refused(phantom_bundle, tmp_path):
@@ -267,7 +279,7 @@ def test_edge_infer_sexes_csv_gives_each_patient_their_sex(phantom_bundle, image
     assert out.returncode == 0, out.stderr
     assert [r["given_sex"] for r in json.loads(out.stdout)] == ["female", "male", ""]
     assert "1 of 3 image file(s) have no sex" in out.stderr
-    model = BoneAgeModel.load(phantom_bundle, precision="int8")
+    model = BoneAgeModel.load(phantom_bundle)  # what edge-infer loads by default
     want = [r.bone_age_months for r in model.predict_many(images[:3], sex=["F", "M", None])]
     np.testing.assert_allclose([r["bone_age_months"] for r in json.loads(out.stdout)], want, rtol=1e-4)
 

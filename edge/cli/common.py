@@ -8,12 +8,13 @@ from edge.formats import FORMATS, PRECISIONS
 from edge.progress import Progress  # noqa: F401  (re-exported for the CLIs)
 
 
-def add_model_args(p: argparse.ArgumentParser, precision_default: str | None = "int8") -> None:
+def add_model_args(p: argparse.ArgumentParser, precision_default: str | None = "auto") -> None:
     p.add_argument("--bundle", help="model bundle directory (default: the bundled model)")
     p.add_argument("--backend", default="auto", choices=["auto", *FORMATS],
                    help="runtime (auto: fastest installed here)")
     if precision_default:
-        p.add_argument("--precision", default=precision_default, choices=PRECISIONS)
+        p.add_argument("--precision", default=precision_default, choices=["auto", *PRECISIONS],
+                       help="auto: INT8 where this CPU has INT8 dot products (VNNI/AMX), else FP32 (faster there)")
     p.add_argument("--threads", type=int, help="CPU threads for the runtime (default: all cores)")
 
 

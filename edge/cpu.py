@@ -1,0 +1,44 @@
+"""Which precision pays on this CPU: INT8 only where the CPU has INT8 dot-product instructions.
+
+Measured on an AVX2-only AMD EPYC (benchmarks/results/bench-default.txt, docs/EXPERIMENTS.md session 8): ONNX
+Runtime INT8 ran the bundled model slower than FP32 (24 vs 21 ms at batch 1, 42 vs 108 img/s at batch 8, even
+with every convolution fused to QLinearConv: benchmarks/ort_int8_fusion_check.py) and OpenVINO INT8 gave wrong
+outputs (refused at load). On the VNNI machines of sessions 1-2 OpenVINO INT8 was right and 1.5-1.7x faster
+than FP32. Both precisions pass the retention gate, so "auto" picks the faster one and never a less accurate
+one than the bundle promises.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+# /proc/cpuinfo flags (Linux) and numpy's cpuid names (any OS) that mean VNNI or AMX: INT8 dot products.
+_LINUX_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+_NUMPY_FEATURES = ("AVX512VNNI", "AVX512_CLX", "AVX512_ICL", "AVX512_SPR")
+
+
+def int8_dot_product(cpuinfo: str | None = None) -> bool:
+    """Whether this x86 CPU has VNNI or AMX. `cpuinfo`: /proc/cpuinfo's text (tests pass their own)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    flags = set(cpuinfo.split())
+    if flags:
+        return any(f in flags for f in _LINUX_FLAGS)
+    return _numpy_says_vnni()
+
+
+def _numpy_says_vnni() -> bool:
+    # Windows / macOS: numpy's own cpuid probe (a private table, hence the guard). It has no entry for the
+    # AVX-VNNI of client CPUs without AVX-512, which then get FP32: right, if maybe slower than INT8.
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:
+        return False
+    return any(features.get(name) for name in _NUMPY_FEATURES)
+
+
+def auto_precision() -> str:
+    """ "int8" where INT8 runs faster than FP32 here, else "fp32"."""
+    return "int8" if int8_dot_product() else "fp32"
