@@ -26,6 +26,16 @@ def test_default_bundle_has_int8_and_fp32_within_size_budget():
     assert len(samples) >= 2 and all(p.exists() for p in samples)
 
 
+def test_default_bundle_holds_only_what_bundle_json_names():
+    """Everything in the folder ships in the wheel: a stray file (an ONNX Runtime optimised-graph dump once
+    went in by accident, 29 MB) would bloat every install and is not covered by the sha256 checks."""
+    b, samples = _samples()
+    known = {a["path"] for a in b.meta["artifacts"]} | {s["file"] for s in b.meta["samples"]}
+    known |= {"bundle.json", "MODEL_CARD.md", "split.json", "samples/README.md"}
+    present = {p.relative_to(BUNDLE).as_posix() for p in BUNDLE.rglob("*") if p.is_file()}
+    assert present - known == set()
+
+
 def test_every_backend_that_loads_passes_the_self_test():
     """Every backend that BoneAgeModel.load() accepts reproduces the stored outputs; one that does not is
     refused at load. (OpenVINO 2026.4.1 INT8 is refused on an AVX2-only AMD EPYC, where its INT8 kernels
