@@ -11,7 +11,7 @@ import numpy as np
 from edge.backends import BackendUnavailable, backend_class
 from edge.bundle import Bundle, BundleError, load_bundle
 from edge.cpu import auto_precision
-from edge.formats import AUTO_ORDER, FORMATS, PRECISIONS
+from edge.formats import AUTO_ORDER, FORMATS, PRECISIONS, get_format
 from edge.imaging import ImageError
 from edge.preprocess import preprocess
 from edge.reference import compare, reference_samples
@@ -93,31 +93,34 @@ class BoneAgeModel:
              threads: int | None = None, check: bool = True) -> "BoneAgeModel":
         """bundle: a bundle directory (default: the one shipped with the package).
         backend: "auto" (fastest that is installed and works here), "openvino", "onnxruntime", "tensorrt".
-        precision: "int8", "fp32", or "auto": INT8 where the CPU has INT8 dot products, else FP32 (edge.cpu).
+        precision: "int8", "fp32", or "auto": INT8 where the CPU has INT8 dot products, else FP32 (edge.cpu),
+        then the other precision if the preferred one has no working backend here (or no artifact).
         The artifact's sha256 is checked against bundle.json; a mismatch is refused. check: run the
         bundled samples and refuse a backend whose outputs differ from the stored reference (edge.reference);
         "auto" then tries the next backend."""
-        if precision == "auto":
-            precision = auto_precision()
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be auto or one of {', '.join(PRECISIONS)}; got {precision!r}")
+        precisions = _precision_order(precision)
+        if backend != "auto":
+            get_format(backend)  # an unknown name is a one-line error with a suggestion, never "not available"
         b = load_bundle(bundle if bundle is not None else default_bundle_path())
-        names = [n for n in AUTO_ORDER if (n, precision) in b.available()] if backend == "auto" else [backend]
+        pairs = [(n, p) for p in precisions for n in (AUTO_ORDER if backend == "auto" else [backend])]
+        if len(pairs) > 1:  # something left to choose: only what the bundle has
+            pairs = [pair for pair in pairs if pair in b.available()]
         errors = []
-        for name in names:
+        for name, prec in pairs:
             cls_ = backend_class(name)
             try:
                 cls_.check_available()
             except BackendUnavailable as e:
                 errors.append(str(e))
                 continue
-            artifact = b.artifact_path(name, precision)  # BundleError on a tampered file: never skipped
+            artifact = b.artifact_path(name, prec)  # BundleError on a tampered file: never skipped
             try:
-                return cls(b, cls_(artifact, precision, threads), precision, check)
+                return cls(b, cls_(artifact, prec, threads), prec, check)
             except BackendUnavailable as e:
                 errors.append(str(e))
         usable = ", ".join(n for n in FORMATS if _installed(n)) or "none"
-        raise BackendUnavailable(f"no backend can run {precision} from {b.root}: " + "; ".join(errors)
+        raise BackendUnavailable(f"no backend can run {' or '.join(precisions)} from {b.root}: "
+                                 + ("; ".join(errors) or "the bundle has no such artifact")
                                  + f" (installed here: {usable})")
 
     @property
@@ -196,8 +199,23 @@ class BoneAgeModel:
         return self.backend.run(x)
 
 
+def _precision_order(precision: str) -> list[str]:
+    if precision == "auto":
+        first = auto_precision()
+        return [first, *(p for p in PRECISIONS if p != first)]
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be auto or one of {', '.join(PRECISIONS)}; got {precision!r}")
+    return [precision]
+
+
+def sex_disagrees(given_male, p_male):
+    """Whether the image reads strongly against the given sex (arrays or scalars; given_male: bool)."""
+    given_male, p_male = np.asarray(given_male, bool), np.asarray(p_male)
+    return np.where(given_male, p_male <= 1 - SEX_DISAGREES, p_male >= SEX_DISAGREES)
+
+
 def _sex_warning(given: str, p_male: float) -> str:
-    if (given == "female" and p_male >= SEX_DISAGREES) or (given == "male" and p_male <= 1 - SEX_DISAGREES):
+    if given and sex_disagrees(given == "male", p_male):
         return (f"given sex {given}, but the image reads as {'male' if p_male >= 0.5 else 'female'} "
                 f"(P(male) {p_male:.2f}): check that the file is this patient's")
     return ""

@@ -18,7 +18,7 @@ from edge.preprocess import preprocess
 from edge.progress import Progress
 from edge.reference import compare, reference_samples
 from edge.retention import Thresholds, retention
-from edge.runtime import BoneAgeModel
+from edge.runtime import BoneAgeModel, sex_disagrees
 
 # Self-test tolerances against the stored FP32 outputs (months, probability). FP32 backends agree with
 # torch to ~1e-3 months. INT8 moves single predictions more: on the default model's 2484 validation
@@ -53,6 +53,13 @@ def age_given_sex(outputs: dict[str, np.ndarray], male) -> np.ndarray | None:
     """Each image's bone age given its (true) sex, or None when the model has no age head per sex."""
     by_sex = outputs.get("bone_age_months_by_sex")
     return None if by_sex is None else by_sex[np.arange(len(by_sex)), np.asarray(male, int)]
+
+
+def sex_warning_rates(male, p_male) -> dict[str, float]:
+    """How often edge-infer's given-sex warning fires when each image is given its true sex, and the other."""
+    male = np.asarray(male, bool)
+    return {"true_sex": float(sex_disagrees(male, p_male).mean()),
+            "wrong_sex": float(sex_disagrees(~male, p_male).mean())}
 
 
 def labelled_inputs(bundle_dir, data, split: str = "test", show_progress: bool = False):
@@ -93,6 +100,8 @@ def verify_labelled(bundle_dir, data, split: str = "test", backends=None, thresh
             entry = {"metrics": metrics.evaluate(labels.age, age, labels.male, p, n_boot=n_boot)}
             if ref_name:
                 entry["retention"] = retention(labels.age, labels.male, *preds[ref_name], age, p, thresholds)
+            if key == "sex_given":
+                entry["sex_warning_rate"] = sex_warning_rates(labels.male, p)
             out[key][name] = entry
     entries = [e for key in variants for e in out.get(key, {}).values()]
     out["passed"] = bool(outputs) and all(e.get("retention", {}).get("passed", True) for e in entries)
@@ -132,4 +141,9 @@ def format_report(result: dict, split: str) -> str:
         blocks += ([f"\n{title}"] if title else []) + [
             format_table({k: v["metrics"] for k, v in entries.items()}), "",
             format_rows({k: v["retention"] for k, v in entries.items() if "retention" in v})]
+        rates = {k: v["sex_warning_rate"] for k, v in entries.items() if "sex_warning_rate" in v}
+        if rates:
+            blocks += ["", "given-sex warning fires (P(male) against the given sex): "
+                       + "; ".join(f"{k} {r['true_sex']:.1%} given the true sex, {r['wrong_sex']:.1%} given the other"
+                                   for k, r in rates.items())]
     return "\n".join(blocks)

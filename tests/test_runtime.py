@@ -191,6 +191,8 @@ def test_edge_verify_self_test_and_labelled(phantom_bundle, phantom_data):
     assert set(r["sex_given"]) == set(r["backends"])
     assert r["sex_given"][f"{int8}/int8"]["retention"]["passed"]
     assert r["sex_given"][f"{int8}/int8"]["metrics"]["mae"] != r["backends"][f"{int8}/int8"]["metrics"]["mae"]
+    rates = r["sex_given"][f"{int8}/int8"]["sex_warning_rate"]
+    assert set(rates) == {"true_sex", "wrong_sex"} and all(0 <= v <= 1 for v in rates.values())
 
 
 def test_edge_verify_fails_a_backend_that_lost_accuracy(phantom_bundle, phantom_data):
@@ -262,6 +264,14 @@ def test_a_given_sex_the_image_contradicts_is_flagged():
     assert _sex_warning("female", 0.6) == _sex_warning("male", 0.4) == _sex_warning("", 0.99) == ""
 
 
+
+def test_sex_warning_rates_count_both_ways():
+    from edge.verify import sex_warning_rates
+
+    # Boy read as a girl (flagged), boy read as a boy, girl read as a boy (flagged), an unsure girl.
+    assert sex_warning_rates([1, 1, 0, 0], [0.05, 0.95, 0.95, 0.5]) == {"true_sex": 0.5, "wrong_sex": 0.25}
+
+
 def test_edge_infer_with_sex(phantom_bundle, images):
     out = _cli("infer", str(images[0]), "--bundle", str(phantom_bundle), "--sex", "F", "--json", block_torch=True)
     assert out.returncode == 0, out.stderr
@@ -284,12 +294,31 @@ def test_edge_infer_sexes_csv_gives_each_patient_their_sex(phantom_bundle, image
     np.testing.assert_allclose([r["bone_age_months"] for r in json.loads(out.stdout)], want, rtol=1e-4)
 
 
-def test_edge_infer_bad_sexes_csv_is_one_line_naming_the_row(phantom_bundle, images, tmp_path):
+def test_edge_infer_bad_sexes_row_fails_that_file_only_naming_the_row(phantom_bundle, images, tmp_path):
     sexes = tmp_path / "sexes.csv"
     sexes.write_text(f"file,sex\n{images[0].name},F\n{images[1].name},boy\n")
-    out = _cli("infer", str(images[0]), "--bundle", str(phantom_bundle), "--sexes", str(sexes))
-    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
-    assert "sexes.csv, line 3" in out.stderr and "'boy'" in out.stderr
+    out = _cli("infer", str(images[0]), str(images[1]), "--bundle", str(phantom_bundle), "--sexes", str(sexes),
+               "--json")
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    good, bad = json.loads(out.stdout)
+    assert good["given_sex"] == "female" and good["bone_age_months"] > 0  # the good file keeps its result
+    assert "sexes.csv, line 3" in bad["error"] and "'boy'" in bad["error"] and "\n" not in bad["error"]
     sexes.write_text("name,gender\nx.png,F\n")
     out = _cli("infer", str(images[0]), "--bundle", str(phantom_bundle), "--sexes", str(sexes))
     assert out.returncode == 2 and "columns file and sex" in out.stderr
+
+
+def test_auto_precision_falls_back_when_the_preferred_one_cannot_run(phantom_bundle, tmp_path, monkeypatch):
+    # An FP32-only bundle on a VNNI CPU (auto prefers INT8) must still load, in FP32.
+    copy = tmp_path / "bundle"
+    shutil.copytree(phantom_bundle, copy)
+    meta = json.loads((copy / "bundle.json").read_text())
+    meta["artifacts"] = [a for a in meta["artifacts"] if a["precision"] != "int8"]
+    (copy / "bundle.json").write_text(json.dumps(meta))
+    for path in [copy / "model-int8.onnx", *(copy / "openvino").glob("model-int8.*")]:
+        path.unlink()
+    monkeypatch.setattr("edge.runtime.auto_precision", lambda: "int8")
+    assert BoneAgeModel.load(copy).precision == "fp32"
+    assert BoneAgeModel.load(copy, backend="onnxruntime").precision == "fp32"
+    with pytest.raises(BackendUnavailable, match="no backend can run int8"):
+        BoneAgeModel.load(copy, precision="int8")

@@ -50,10 +50,9 @@ def _main(argv=None) -> int:
     args = parse_args(argv)
     entries = expand_inputs(args.inputs)
     files = [path for path, why in entries if why is None]
-    sexes = sexes_for(files, read_sexes(args.sexes)) if args.sexes else args.sex
-    if args.sexes and not all(sexes):
-        print(f"edge-infer: {sum(not s for s in sexes)} of {len(files)} image file(s) have no sex in {args.sexes}: "
-              "sex-blind estimates for them", file=sys.stderr)
+    sexes = args.sex
+    if args.sexes:
+        entries, files, sexes = _with_listed_sexes(entries, files, args.sexes)
     model = BoneAgeModel.load(args.bundle, backend=args.backend, precision=args.precision, threads=args.threads)
     # Counts image files read; an input that names no file is reported in the table, not here.
     progress = Progress(len(files), "edge-infer: image files", enabled=not args.no_progress and not args.json)
@@ -76,9 +75,22 @@ def _main(argv=None) -> int:
     return 1 if failed or not results else 0
 
 
-def read_sexes(path) -> dict[str, str]:
-    """CSV with columns file and sex -> {file as written: "female"/"male"/""}. A bad row is a one-line error
-    naming the CSV and its line: a wrong sex must not be used silently."""
+def _with_listed_sexes(entries, files: list[str], csv_path):
+    """Look each file up in the sexes CSV. A file whose row is unusable becomes a failed input (the others
+    go on): a wrong or guessed sex must not be used silently."""
+    looked_up = sexes_for(files, read_sexes(csv_path))
+    bad = {f: str(v) for f, v in zip(files, looked_up) if isinstance(v, ValueError)}
+    entries = [(path, bad.get(path) if why is None else why) for path, why in entries]
+    kept = [(f, v) for f, v in zip(files, looked_up) if f not in bad]
+    if any(not v for _, v in kept):
+        print(f"edge-infer: {sum(not v for _, v in kept)} of {len(files)} image file(s) have no sex in {csv_path}: "
+              "sex-blind estimates for them", file=sys.stderr)
+    return entries, [f for f, _ in kept], [v for _, v in kept]
+
+
+def read_sexes(path) -> dict[str, str | ValueError]:
+    """CSV with columns file and sex -> {file as written: "female"/"male"/"" (not known), or the ValueError
+    of an unusable row, naming the CSV line}. Only a CSV without those columns is an error for the batch."""
     from edge.runtime import parse_sex
 
     with open(path, newline="") as f:
@@ -92,16 +104,16 @@ def read_sexes(path) -> dict[str, str]:
             try:
                 sex = parse_sex(row[columns["sex"]])
             except ValueError as e:
-                raise ValueError(f"{path}, line {reader.line_num}: {e}") from None
-            if name in table and table[name] != sex:
-                raise ValueError(f"{path}, line {reader.line_num}: {name} is listed twice with different sexes")
+                sex = ValueError(f"{path}, line {reader.line_num}: {e}")
+            if name in table and str(table[name]) != str(sex):
+                sex = ValueError(f"{path}, line {reader.line_num}: {name} is listed twice with different sexes")
             table[name] = sex
     return table
 
 
-def sexes_for(files: list[str], table: dict[str, str]) -> list[str]:
-    """Each file's sex from read_sexes' table: by the path as given, else by file name; "" when not listed.
-    A file name listed for two different inputs is ambiguous only if the CSV gives it by name alone."""
+def sexes_for(files: list[str], table: dict) -> list:
+    """Each file's entry in read_sexes' table: by the path as given, else by file name; "" when not listed.
+    A file name that two inputs share, listed by name alone, is ambiguous: a ValueError for both."""
     from pathlib import Path
 
     names = [Path(f).name for f in files]
@@ -110,9 +122,9 @@ def sexes_for(files: list[str], table: dict[str, str]) -> list[str]:
         if f in table:
             out.append(table[f])
         elif name in table:
-            if names.count(name) > 1:
-                raise ValueError(f"{name}: more than one input has this file name; give its path in the sexes CSV")
-            out.append(table[name])
+            ambiguous = names.count(name) > 1
+            out.append(ValueError(f"{name}: more than one input has this file name; give its path in the sexes "
+                                  "CSV") if ambiguous else table[name])
         else:
             out.append("")
     return out
