@@ -65,6 +65,10 @@ def parse_args(argv=None):
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--augment-p", type=_share, default=1.0, help="share of training images augmented (the rest "
                                                                 "are seen exactly as inference sees them)")
+    p.add_argument("--teachers", nargs="+", metavar="CKPT", help="distil: also learn these checkpoints' mean "
+                                                               "predictions on the training images")
+    p.add_argument("--distill-weight", type=_share, default=0.5, help="share of each loss term given to the "
+                                                                      "teachers' targets (the rest: the labels)")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -190,6 +194,7 @@ def main(argv=None):
     x_val = load_images(val_l.paths(), cfg.input, progress=False) if rank == 0 else None
     y_age = torch.from_numpy((train_l.age - cfg.age_mean) / cfg.age_std)
     y_sex = torch.from_numpy(train_l.male)
+    teacher = _teacher_targets(args, cfg, x_train, out / "teacher-targets.npz", log) if args.teachers else None
 
     # [3/4] train
     dtype = amp_dtype(args, device)
@@ -205,7 +210,7 @@ def main(argv=None):
         order = torch.randperm(len(x_train), generator=gen)[rank::world][: steps_per_epoch * args.batch_size]
         loss_sum = _train_epoch(ddp, opt, sched, x_train, y_age, y_sex, order, args, device, dtype,
                                 desc=f"epoch {epoch + 1}/{args.epochs}", progress=rank == 0 and not args.no_progress,
-                                ema=ema)
+                                ema=ema, teacher=teacher)
         if rank == 0:
             out_val = predict_outputs(evaluated, x_val, device=device)
             m = metrics.point_metrics(val_l.age, out_val["bone_age_months"], val_l.male, out_val["p_male"])
@@ -238,7 +243,47 @@ def main(argv=None):
     return 0
 
 
-def _train_epoch(model, opt, sched, x_train, y_age, y_sex, order, args, device, dtype, desc, progress, ema=None):
+def _teacher_targets(args, cfg, x_train: np.ndarray, cache: Path, log) -> dict[str, torch.Tensor]:
+    """The teachers' mean predictions on the unaugmented training images, in the student's standardised units:
+    age_z (N,), p_male (N,), by_sex_z (N, 2). Computed once and cached in the run folder (resume reuses it)."""
+    if cache.exists():
+        with np.load(cache) as z:
+            return {k: torch.from_numpy(z[k]) for k in z.files}
+    outs = []
+    for path in args.teachers:
+        net, _ = load_model(path)
+        if not net.cfg.sex_heads and cfg.sex_heads:
+            raise SystemExit(f"{path}: a teacher without sex heads cannot teach a student that has them")
+        outs.append(predict_outputs(net, x_train))
+        log(f"teacher {path}: predictions for {len(x_train)} training images")
+    to_z = lambda months: ((months - cfg.age_mean) / cfg.age_std).astype(np.float32)
+    targets = {"age_z": to_z(np.mean([o["bone_age_months"] for o in outs], 0)),
+               "p_male": np.mean([o["p_male"] for o in outs], 0).astype(np.float32)}
+    if cfg.sex_heads:
+        targets["by_sex_z"] = to_z(np.mean([o["bone_age_months_by_sex"] for o in outs], 0))
+    np.savez(cache, **targets)
+    return {k: torch.from_numpy(v) for k, v in targets.items()}
+
+
+def _loss(age_z, logit, by_sex, y_a, y_s, args, t=None) -> torch.Tensor:
+    """Smooth-L1 on the standardised age + weighted BCE on sex (+ smooth-L1 of the true sex's column of the per-sex
+    head). With teacher targets `t`, each term is shared with the teachers' prediction (distill_weight), and the
+    per-sex head also learns the teachers' age for the other sex, which no label gives."""
+    sl1 = lambda a, b: F.smooth_l1_loss(a, b, beta=0.1)
+    bce = F.binary_cross_entropy_with_logits
+    given = by_sex[0].gather(1, y_s.long()[:, None]).squeeze(1) if by_sex else None
+    loss = sl1(age_z, y_a) + args.sex_weight * bce(logit, y_s) + (sl1(given, y_a) if by_sex else 0.0)
+    if t is None:
+        return loss
+    w = args.distill_weight
+    taught = sl1(age_z, t["age_z"]) + args.sex_weight * bce(logit, t["p_male"])
+    if by_sex:
+        taught = taught + sl1(by_sex[0], t["by_sex_z"])
+    return (1 - w) * loss + w * taught
+
+
+def _train_epoch(model, opt, sched, x_train, y_age, y_sex, order, args, device, dtype, desc, progress, ema=None,
+                 teacher=None):
     model.train()
     n_batches = len(order) // args.batch_size
     it = range(n_batches)
@@ -255,11 +300,8 @@ def _train_epoch(model, opt, sched, x_train, y_age, y_sex, order, args, device, 
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             age_z, logit, *by_sex = model(xb)
         y_a, y_s = y_age[idx].to(device), y_sex[idx].to(device)
-        loss = (F.smooth_l1_loss(age_z.float(), y_a, beta=0.1)
-                + args.sex_weight * F.binary_cross_entropy_with_logits(logit.float(), y_s))
-        if by_sex:  # the age head given the patient's sex learns from the column of the true sex
-            given = by_sex[0].float().gather(1, y_s.long()[:, None]).squeeze(1)
-            loss = loss + F.smooth_l1_loss(given, y_a, beta=0.1)
+        t = None if teacher is None else {k: v[idx].to(device) for k, v in teacher.items()}
+        loss = _loss(age_z.float(), logit.float(), [b.float() for b in by_sex], y_a, y_s, args, t)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)

@@ -210,3 +210,49 @@ def test_augment_p_outside_0_1_is_refused(share, capsys):
     with pytest.raises(SystemExit):
         parse_args(["--synthetic", "8", "--out", "x", "--augment-p", share])
     assert "a share must be between 0 and 1" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- distillation
+
+def _loss_grads(w, teacher):
+    from types import SimpleNamespace
+
+    from models.train import _loss
+    args = SimpleNamespace(sex_weight=0.5, distill_weight=w)
+    age_z = torch.tensor([0.3, -0.2], requires_grad=True)
+    logit = torch.tensor([1.0, -1.0], requires_grad=True)
+    by_sex = torch.tensor([[0.3, 0.9], [-0.2, 0.4]], requires_grad=True)
+    y_a, y_s = torch.tensor([1.0, 1.0]), torch.tensor([0.0, 1.0])
+    _loss(age_z, logit, [by_sex], y_a, y_s, args, teacher).backward()
+    return age_z.grad, by_sex.grad
+
+
+def test_distillation_loss_pulls_toward_the_teachers_not_the_labels():
+    # The teachers agree exactly with the student's outputs: with all weight on them nothing moves the age heads,
+    # although the labels (1.0) are far; with no weight on them the labels pull as without teachers.
+    teacher = {"age_z": torch.tensor([0.3, -0.2]), "p_male": torch.tensor([0.5, 0.5]),
+               "by_sex_z": torch.tensor([[0.3, 0.9], [-0.2, 0.4]])}
+    age_grad, by_sex_grad = _loss_grads(1.0, teacher)
+    assert torch.allclose(age_grad, torch.zeros(2)) and torch.allclose(by_sex_grad, torch.zeros(2, 2))
+    label_age, label_by_sex = _loss_grads(0.0, teacher)
+    assert torch.equal(label_age, _loss_grads(0.0, None)[0]) and bool((label_age < 0).all())
+    # Labels reach only the true sex's column; the teachers also teach the other one.
+    assert label_by_sex[0, 1] == 0 and label_by_sex[1, 0] == 0
+    moved = {"age_z": teacher["age_z"], "p_male": teacher["p_male"], "by_sex_z": teacher["by_sex_z"] + 1}
+    assert bool((_loss_grads(1.0, moved)[1] != 0).all())
+
+
+def test_distillation_targets_are_the_teachers_mean_prediction(phantom_run, tmp_path):
+    from models.train import main
+
+    out = tmp_path / "student"
+    teacher = str(phantom_run / "best.pt")
+    assert main(["--synthetic", str(PHANTOM_N), "--out", str(out), "--init-from", teacher, "--teachers", teacher,
+                 teacher, "--epochs", "1", "--batch-size", "16", "--no-progress"]) == 0
+    net, _ = load_model(teacher)
+    train = read_labels(out / f"phantoms-{PHANTOM_N}").subset(read_split(out / "split.json")["train"])
+    age, p_male = predict_arrays(net, load_images(train.paths(), net.cfg.input, progress=False))
+    with np.load(out / "teacher-targets.npz") as t:
+        assert np.allclose(t["age_z"] * net.cfg.age_std + net.cfg.age_mean, age, atol=1e-2)
+        assert np.allclose(t["p_male"], p_male, atol=1e-4)
+    assert "teacher" in (out / "train.log").read_text()
