@@ -33,8 +33,11 @@ def adapt_batchnorm(model: torch.nn.Module, x: np.ndarray) -> torch.nn.Module:
 
 def finetune(model: torch.nn.Module, x: np.ndarray, age_months: np.ndarray, male: np.ndarray, epochs: int,
              lr: float = FINETUNE_LR, batch_size: int = 32, sex_weight: float = 0.5, augment: bool = True,
-             seed: int = 0, desc: str = "fine-tune", progress: bool = True) -> torch.nn.Module:
-    """Train `model` (plain, pruned, or NNCF-wrapped) in place for `epochs` on (N, C, H, W) images."""
+             seed: int = 0, desc: str = "fine-tune", progress: bool = True, augment_p: float = 0.5) -> torch.nn.Module:
+    """Train `model` (plain, pruned, or NNCF-wrapped) in place for `epochs` on (N, C, H, W) images.
+
+    augment_p 0.5 (half the images unwarped) is the default model's own recipe since session 5: warping every
+    image left the network unused to the raw pixels that inference gives it (docs/EXPERIMENTS.md)."""
     if epochs <= 0:
         return model.eval()
     cfg = model.cfg
@@ -46,7 +49,8 @@ def finetune(model: torch.nn.Module, x: np.ndarray, age_months: np.ndarray, male
     # as far as the loss asks, not shrink them toward zero.
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, steps * epochs, 0))
-    step_args = SimpleNamespace(batch_size=batch_size, sex_weight=sex_weight, no_augment=not augment, augment_p=1.0)
+    step_args = SimpleNamespace(batch_size=batch_size, sex_weight=sex_weight, no_augment=not augment,
+                                augment_p=augment_p)
     for epoch in range(epochs):
         gen = torch.Generator().manual_seed(seed * 1000 + epoch)
         order = torch.randperm(len(x), generator=gen)[: steps * batch_size]

@@ -21,9 +21,7 @@ TRAIN_THREADS = 2
 
 
 def cpu_has_int8_dot_product() -> bool:
-    """VNNI / AMX: the CPUs on which OpenVINO 2026.4.1 ran our INT8 IRs right (AVX-512 Zen 4 and Xeon in
-    sessions 1-2). On an AVX2-only AMD EPYC (session 3) its INT8 outputs were 100 months off; the runtime
-    refuses them there (edge.reference). The runtime's own probe (it picks the default precision)."""
+    """VNNI / AMX: where the runtime makes INT8 its default precision (edge.cpu)."""
     from edge.cpu import int8_dot_product
 
     return int8_dot_product()

@@ -111,6 +111,22 @@ def test_gate_thresholds_decide(run, ptq):
     assert not strict["passed"] and len(strict["failures"]) == 4  # every metric must improve: impossible here
 
 
+def test_structured_pruning_narrows_the_per_sex_age_head_too(run):
+    # The default model has a third head (age given each sex): pruning once left it 1,024 inputs wide
+    # behind an 819-wide trunk, and the first forward pass failed.
+    from dataclasses import replace
+
+    from models.inception import BoneAgeNet
+    parent = BoneAgeNet(replace(run.parent.cfg, sex_heads=True))
+    parent.load_state_dict(run.parent.state_dict(), strict=False)
+    pruned = prune_structured(parent.eval(), 0.3, run.x_calib)
+    check_consistent(pruned)
+    assert pruned.age_by_sex_head.in_features == pruned.age_head.in_features < parent.age_head.in_features
+    with torch.no_grad():
+        age, logit, by_sex = pruned(torch.from_numpy(run.x_val[:4]))
+    assert by_sex.shape == (4, 2) and bool(torch.isfinite(by_sex).all())
+
+
 def test_structured_pruning_is_consistent_and_reloads(run, tmp_path):
     pruned = prune_structured(run.parent, 0.3, run.x_calib)
     check_consistent(pruned)

@@ -26,6 +26,20 @@ def _torch_outputs(net, x):
 
 
 @pytest.fixture(scope="module")
+def ov_int8_ok(phantom_bundle) -> bool:
+    """Whether OpenVINO INT8 passes the load-time self-test on this machine. OpenVINO 2026.4.1 ran our INT8 IRs
+    right on the VNNI machines of sessions 1-2, wrong on an AVX2-only EPYC (sessions 3-8) and on an AVX-512 VNNI
+    EPYC (session 9): no CPU flag predicts it, so the tests ask the runtime, and check that it is never served
+    wrong rather than that it works."""
+    try:
+        BoneAgeModel.load(phantom_bundle, backend="openvino", precision="int8")
+        return True
+    except BackendUnavailable as e:
+        assert "gives wrong outputs on this machine" in str(e), e
+        return False
+
+
+@pytest.fixture(scope="module")
 def images(phantom_data):
     return sorted((phantom_data / "images").glob("*.png"))[:16]
 
@@ -41,13 +55,13 @@ def test_fp32_backends_agree_with_torch(phantom_bundle, phantom_fp32, images, ba
 
 
 @pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
-def test_int8_backends_stay_close_to_fp32(phantom_bundle, images, backend):
+def test_int8_backends_stay_close_to_fp32(phantom_bundle, images, backend, ov_int8_ok):
     fp32 = BoneAgeModel.load(phantom_bundle, backend=backend, precision="fp32")
-    if backend == "openvino" and not cpu_has_int8_dot_product():
-        # Known wrong here (see cpu_has_int8_dot_product): what must hold is that it is never served.
+    if backend == "openvino" and not ov_int8_ok:
+        # Known wrong on some CPUs (see ov_int8_ok): what must hold is that it is never served.
         with pytest.raises(BackendUnavailable, match="gives wrong outputs on this machine"):
             BoneAgeModel.load(phantom_bundle, backend=backend, precision="int8")
-        pytest.skip("OpenVINO INT8 is refused on this CPU (no VNNI/AMX): checked that load() refuses it")
+        pytest.skip("OpenVINO INT8 is refused on this CPU: checked that load() refuses it")
     int8 = BoneAgeModel.load(phantom_bundle, backend=backend, precision="int8")
     x = np.stack([preprocess(p, fp32.spec) for p in images])
     (a32, p32), (a8, p8) = fp32.run_arrays(x), int8.run_arrays(x)
@@ -60,16 +74,18 @@ def test_int8_backends_stay_close_to_fp32(phantom_bundle, images, backend):
     assert not np.allclose(a8, a32, atol=1e-4)  # it really is another (quantized) model
 
 
-def test_auto_picks_an_installed_backend_and_predicts(phantom_bundle, images):
-    # INT8 is the default only where it is faster (VNNI/AMX); OpenVINO runs either precision right there.
+def test_auto_picks_an_installed_backend_and_predicts(phantom_bundle, images, ov_int8_ok):
+    # INT8 is the default only where it is faster (VNNI/AMX); then OpenVINO, unless its INT8 is wrong here.
     model = BoneAgeModel.load(phantom_bundle)
-    assert model.precision == ("int8" if cpu_has_int8_dot_product() else "fp32") and model.backend_name == "openvino"
+    int8_default = cpu_has_int8_dot_product()
+    assert model.precision == ("int8" if int8_default else "fp32")
+    assert model.backend_name == ("onnxruntime" if int8_default and not ov_int8_ok else "openvino")
     r = model.predict(images[0])
     assert isinstance(r, Prediction) and 0 < r.bone_age_months < 300 and 0 <= r.p_male <= 1
     assert r.sex in ("male", "female") and r.precision == model.precision
-    # INT8 asked for: the first of AUTO_ORDER that runs it right here (OpenVINO INT8 is refused without VNNI/AMX).
+    # INT8 asked for: the first of AUTO_ORDER that runs it right here.
     int8 = BoneAgeModel.load(phantom_bundle, precision="int8")
-    assert int8.backend_name == ("openvino" if cpu_has_int8_dot_product() else "onnxruntime")
+    assert int8.backend_name == ("openvino" if ov_int8_ok else "onnxruntime")
     assert int8.predict(images[0]).precision == "int8"
 
 
@@ -170,8 +186,7 @@ def test_edge_infer_bad_bundle_is_one_line(tmp_path, images):
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "not a model bundle" in out.stderr
 
 
-def test_edge_verify_self_test_and_labelled(phantom_bundle, phantom_data):
-    ov_int8_ok = cpu_has_int8_dot_product()
+def test_edge_verify_self_test_and_labelled(phantom_bundle, phantom_data, ov_int8_ok):
     out = _cli("verify", "--bundle", str(phantom_bundle), "--json")
     assert out.returncode == (0 if ov_int8_ok else 1), out.stdout + out.stderr
     r = json.loads(out.stdout)
@@ -203,7 +218,7 @@ def test_edge_verify_fails_a_backend_that_lost_accuracy(phantom_bundle, phantom_
     assert not json.loads(out.stdout)["passed"]
 
 
-def test_edge_bench_json(phantom_bundle, tmp_path):
+def test_edge_bench_json(phantom_bundle, tmp_path, ov_int8_ok):
     plot = tmp_path / "bench.png"
     out = _cli("bench", "--bundle", str(phantom_bundle), "--rounds", "3", "--batch", "1,2", "--json",
                "--plot", str(plot))
@@ -215,8 +230,8 @@ def test_edge_bench_json(phantom_bundle, tmp_path):
         assert {"backend", "precision", "p50_ms", "p95_ms", "throughput_ips", "load_s", "rss_mb", "size_mb",
                 "self_test"} <= set(r)
         assert r["p50_ms"] > 0 and r["size_mb"] > 0 and r["rss_mb"] > 0 and r["load_s"] > 0
-        # A user's load refuses OpenVINO INT8 on a CPU without VNNI/AMX: the table says so beside its timing.
-        refused = (r["backend"], r["precision"]) == ("openvino", "int8") and not cpu_has_int8_dot_product()
+        # Where a user's load refuses OpenVINO INT8, the table says so beside its timing.
+        refused = (r["backend"], r["precision"]) == ("openvino", "int8") and not ov_int8_ok
         want = "-" if r["backend"] == "torch" else "FAIL" if refused else "PASS"
         assert r["self_test"].startswith(want), r
     assert plot.stat().st_size > 1000
