@@ -94,7 +94,8 @@ class BoneAgeModel:
         """bundle: a bundle directory (default: the one shipped with the package).
         backend: "auto" (fastest that is installed and works here), "openvino", "onnxruntime", "tensorrt".
         precision: "int8", "fp32", or "auto": INT8 where the CPU has INT8 dot products, else FP32 (edge.cpu),
-        then the other precision if the preferred one has no working backend here (or no artifact).
+        then the other precision if the preferred one has no working backend here (or no artifact); a backend
+        whose INT8 does not pay (edge.formats) runs it only when nothing runs FP32.
         The artifact's sha256 is checked against bundle.json; a mismatch is refused. check: run the
         bundled samples and refuse a backend whose outputs differ from the stored reference (edge.reference);
         "auto" then tries the next backend."""
@@ -103,6 +104,8 @@ class BoneAgeModel:
             get_format(backend)  # an unknown name is a one-line error with a suggestion, never "not available"
         b = load_bundle(bundle if bundle is not None else default_bundle_path())
         pairs = [(n, p) for p in precisions for n in (AUTO_ORDER if backend == "auto" else [backend])]
+        if precision == "auto":  # stable sort: slow INT8 after every FP32 choice
+            pairs.sort(key=lambda pair: pair[1] == "int8" and not FORMATS[pair[0]].int8_pays)
         if len(pairs) > 1:  # something left to choose: only what the bundle has
             pairs = [pair for pair in pairs if pair in b.available()]
         errors = []

@@ -24,8 +24,8 @@ LIMITS = """\
   sex clinically. Given the recorded sex (`--sex F|M`, `predict(..., sex=)`), models with an age head per sex
   read the age against it (more accurate: see the tables) and flag an image that reads strongly as the other
   sex.
-- A runtime can compute wrong numbers on some CPUs: OpenVINO 2026.4.1 runs this INT8 model wrongly on CPUs
-  without VNNI/AMX (measured on an AVX2-only AMD EPYC; a column far from FP32 in the tables above is that).
+- A runtime can compute wrong numbers on some CPUs: OpenVINO 2026.4.1 runs this INT8 model wrongly on the AMD
+  EPYCs measured, with and without VNNI (a column far from FP32 in the tables above is that).
   Every backend is therefore checked against the stored sample outputs when it loads and refused if it
   misses them; `edge-verify` shows which backends pass on a machine."""
 
