@@ -36,8 +36,8 @@ def main(argv=None) -> int:
     model, _ = load_model(args.checkpoint)
     labels, split = read_labels(args.data), read_split(args.split)
     calib = load_images(labels.subset(split["train"][:64]).paths(), model.cfg.input, progress=False)
-    x, want, _ = reference_samples(load_bundle(args.bundle))
-    print(f"FP32 reference (stored in the bundle): {np.round(want, 1)}")
+    x, stored = reference_samples(load_bundle(args.bundle))
+    print(f"FP32 reference (stored in the bundle): {np.round(stored['bone_age_months'], 1)}")
     core = ov.Core()
     with tempfile.TemporaryDirectory() as tmp:
         for signed in (True, False):
