@@ -13,6 +13,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import edge
@@ -26,6 +27,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="edge-export", description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True, help="FP32 checkpoint (best.pt from edge-train)")
     p.add_argument("--compressed", help="INT8 model from edge-quantize (compressed.pt)")
+    p.add_argument("--compressed-openvino", metavar="COMPRESSED",
+                   help="the OpenVINO INT8 model (edge-quantize --activations unsigned); default: --compressed")
     p.add_argument("--out", required=True, help="bundle directory to write")
     p.add_argument("--data", help="labelled data: test-split reference metrics go into bundle.json")
     p.add_argument("--calibration-data", help="images for PTQ when --compressed is not given")
@@ -48,22 +51,20 @@ def main(argv=None) -> int:
     meta = base_metadata(cfg, ckpt, args)
     embedded = {k: meta[k] for k in ("model", "config", "outputs")}
 
-    print("[2/5] INT8 model")
-    int8, int8_info = (None, {}) if args.no_int8 else int8_model(args, fp32, ckpt)
+    print("[2/5] INT8 models")
+    int8, int8_info = (None, {}) if args.no_int8 else int8_model(args, fp32, ckpt, signed=True)
+    ov_int8, ov_info = (None, {}) if args.no_int8 else int8_model(args, fp32, ckpt, signed=False)
 
     print("[3/5] ONNX and OpenVINO IR")
     artifacts = []
-    for precision, net in (("fp32", fp32), ("int8", int8)):
+    for precision, net, ov_net in (("fp32", fp32, fp32), ("int8", int8, ov_int8)):
         if net is None:
             continue
-        onnx_rel = FORMATS["onnxruntime"].artifact.format(precision=precision)
-        xml_rel = FORMATS["openvino"].artifact.format(precision=precision)
-        write_model_files(net, cfg, out / onnx_rel, out / xml_rel, precision, embedded)
-        artifacts += [artifact_entry(out, onnx_rel, "onnxruntime", precision),
-                      artifact_entry(out, xml_rel, "openvino", precision),
-                      artifact_entry(out, str(Path(xml_rel).with_suffix(".bin")), "openvino", precision, "weights")]
+        artifacts += write_precision(out, cfg, precision, net, ov_net, embedded)
     meta["artifacts"] = artifacts
     meta.update(int8_info)
+    if ov_int8 is not None:
+        meta["openvino_int8"] = ov_info
 
     if ckpt.get("split") and Path(ckpt["split"]).exists():
         shutil.copyfile(ckpt["split"], out / "split.json")  # edge-verify evaluates on the same test ids
@@ -93,18 +94,39 @@ def base_metadata(cfg, ckpt: dict, args) -> dict:
     }
 
 
-def int8_model(args, fp32, ckpt):
-    if args.compressed:
+def write_precision(out: Path, cfg, precision: str, net, ov_net, embedded: dict) -> list[dict]:
+    """One precision's files: ONNX (ONNX Runtime, TensorRT) from `net`, OpenVINO IR from `ov_net` (the same
+    network, or for INT8 its unsigned-activation twin, converted through an ONNX file of its own)."""
+    onnx_rel = FORMATS["onnxruntime"].artifact.format(precision=precision)
+    xml_rel = FORMATS["openvino"].artifact.format(precision=precision)
+    write_model_files(net, cfg, out / onnx_rel, out / xml_rel, precision, embedded)
+    if ov_net is not net:
+        with tempfile.TemporaryDirectory() as tmp:
+            write_model_files(ov_net, cfg, Path(tmp) / "openvino.onnx", out / xml_rel, precision, embedded)
+    return [artifact_entry(out, onnx_rel, "onnxruntime", precision),
+            artifact_entry(out, xml_rel, "openvino", precision),
+            artifact_entry(out, str(Path(xml_rel).with_suffix(".bin")), "openvino", precision, "weights")]
+
+
+def int8_model(args, fp32, ckpt, signed: bool):
+    """The INT8 network for ONNX (signed activations) or for OpenVINO (signed=False): edge-quantize's output
+    when given, else PTQ here. OpenVINO runs signed INT8 wrongly on the CPUs measured (quantize.ptq)."""
+    compressed = args.compressed if signed else args.compressed_openvino
+    if args.compressed and not compressed:  # an edge-quantize model for ONNX and none for OpenVINO: that one
+        return int8_model(args, fp32, ckpt, signed=True)
+    if compressed:
         from quantize.compressed import load_compressed
-        net, _cfg, info = load_compressed(args.compressed)
-        return net, {"calibration": info.get("calibration"), "retention": info.get("retention"),
-                     "compression": info.get("methods")}
-    from quantize.ptq import calibration_arrays, quantize_ptq
-    data = args.calibration_data or ckpt.get("data")
-    if not data:
-        raise SystemExit("edge-export: INT8 needs --compressed or --calibration-data")
-    x, calib = calibration_arrays(data, fp32.cfg.input, args.calibration_size, ckpt.get("split"))
-    return quantize_ptq(fp32, x), {"calibration": calib}
+        net, _cfg, info = load_compressed(compressed)
+        info = {"calibration": info.get("calibration"), "retention": info.get("retention"),
+                "compression": info.get("methods")}
+    else:
+        from quantize.ptq import calibration_arrays, quantize_ptq
+        data = args.calibration_data or ckpt.get("data")
+        if not data:
+            raise SystemExit("edge-export: INT8 needs --compressed or --calibration-data")
+        x, calib = calibration_arrays(data, fp32.cfg.input, args.calibration_size, ckpt.get("split"))
+        net, info = quantize_ptq(fp32, x, signed=signed), {"calibration": calib}
+    return net, info | ({} if signed else {"activations": "unsigned"})
 
 
 def ship_samples(fp32, samples, out: Path) -> list[dict]:

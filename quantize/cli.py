@@ -28,7 +28,7 @@ from models.data import Labels, load_images, read_labels, read_split
 from quantize.compressed import DEFAULT_NAME, REJECTED_NAME, save_compressed
 from quantize.finetune import FINETUNE_LR, finetune
 from quantize.gate import RetentionGate
-from quantize.ptq import SCHEME, calibration_info, pick_calibration, quantize_ptq
+from quantize.ptq import SCHEME, UNSIGNED_ACTIVATIONS, calibration_info, pick_calibration, quantize_ptq
 from quantize.qat import QAT_LR, quantize_qat
 from quantize.structured import channel_summary, prune_structured
 from quantize.unstructured import MODES, bake, prune_unstructured, sparsity
@@ -45,6 +45,9 @@ def parse_args(argv=None):
     p.add_argument("--unstructured-mode", choices=list(MODES), default="local",
                    help="rank weights per layer (local) or across layers (global)")
     p.add_argument("--int8", choices=["ptq", "qat"], help="INT8: post-training or quantization-aware training")
+    p.add_argument("--activations", choices=["signed", "unsigned"], default="signed",
+                   help="INT8 PTQ activations: signed (ONNX Runtime, TensorRT) or unsigned post-ReLU (the OpenVINO "
+                        "artifact: OpenVINO runs signed ones wrong on the CPUs measured, docs/EXPERIMENTS.md)")
     p.add_argument("--finetune-epochs", type=int, metavar="N",
                    help="fine-tune epochs after each pruning and for QAT (default: 0 after pruning, 1 for QAT)")
     p.add_argument("--lr", type=float,
@@ -61,6 +64,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if not (args.prune_structured or args.prune_unstructured or args.int8):
         p.error("nothing to do: give --prune-structured, --prune-unstructured and/or --int8")
+    if args.activations == "unsigned" and args.int8 != "ptq":
+        p.error("--activations unsigned is for --int8 ptq")
     if args.int8 == "qat" and args.finetune_epochs == 0:
         p.error("--int8 qat trains: give --finetune-epochs 1 or more (or use --int8 ptq)")
     return args
@@ -119,12 +124,13 @@ def run_unstructured(model, data: Images, args, epochs: int):
 
 def run_int8(model, data: Images, args, epochs: int):
     if args.int8 == "ptq":
-        model, epochs = quantize_ptq(model, data.x_calib), 0
+        model, epochs = quantize_ptq(model, data.x_calib, signed=args.activations == "signed"), 0
     else:
         model = quantize_qat(model, data.x_calib, data.x_train, data.train.age, data.train.male, epochs=epochs,
                              lr=args.lr or QAT_LR, batch_size=args.batch_size, seed=args.seed,
                              progress=not args.no_progress)
-    return model, {"method": f"int8-{args.int8}", **SCHEME, "calibration_images": len(data.x_calib),
+    scheme = SCHEME if args.activations == "signed" else {**SCHEME, "activations": UNSIGNED_ACTIVATIONS}
+    return model, {"method": f"int8-{args.int8}", **scheme, "calibration_images": len(data.x_calib),
                    "finetune_epochs": epochs}
 
 

@@ -78,6 +78,17 @@ def test_int8_onnx_is_symmetric_qdq_with_tensorrt_ops(phantom_bundle):
                    for i in model.graph.initializer)  # and no FP32 copy of them is left behind
 
 
+def test_openvino_int8_is_its_own_unsigned_model_and_runs_right_here(phantom_bundle):
+    # OpenVINO 2026.4.1 ran signed-activation INT8 80-110 months off on both EPYCs measured and the unsigned
+    # twin right (benchmarks/openvino_int8_check.py): the bundle ships that twin, and it must pass the
+    # load-time self-test on this machine.
+    from edge.runtime import BoneAgeModel
+    meta = json.loads((phantom_bundle / "bundle.json").read_text())
+    assert meta["openvino_int8"]["activations"] == "unsigned" and "activations" not in meta.get("calibration", {})
+    assert meta["calibration"] == meta["openvino_int8"]["calibration"]  # same images, other activations
+    assert BoneAgeModel.load(phantom_bundle, backend="openvino", precision="int8").backend_name == "openvino"
+
+
 def test_tensorrt_engine_cache_key_and_plan():
     a = engine_cache_key("ab" * 32, "int8", "NVIDIA H100 80GB HBM3", "9.0", "10.13.0")
     assert a.startswith("nvidia-h100-80gb-hbm3-sm90-trt10.13.0-int8-") and a.endswith(".engine")

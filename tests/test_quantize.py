@@ -259,7 +259,9 @@ def test_cli_defaults_are_the_gate_defaults():
     assert thresholds_from(args) == Thresholds()
     assert args.finetune_epochs is None and args.calibration_size == 300
     required = ["--checkpoint", "c.pt", "--data", "d", "--out", "o"]
-    for bad in ([], ["--prune-structured", "1.5"], ["--int8", "qat", "--finetune-epochs", "0"]):
+    assert args.activations == "signed"  # ONNX Runtime and TensorRT's; unsigned is asked for (OpenVINO's)
+    for bad in ([], ["--prune-structured", "1.5"], ["--int8", "qat", "--finetune-epochs", "0"],
+                ["--int8", "qat", "--finetune-epochs", "1", "--activations", "unsigned"]):
         with pytest.raises(SystemExit):  # argparse error, exit code 2
             parse_args(required + bad)
 
