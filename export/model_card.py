@@ -25,8 +25,9 @@ LIMITS = """\
   read the age against it (more accurate: see the tables) and flag an image that reads strongly as the other
   sex.
 - A runtime can compute wrong numbers on some CPUs: OpenVINO 2026.4.1 ran the signed-activation INT8 model
-  wrongly on the AMD EPYCs measured, with and without VNNI, so the OpenVINO IR is its own unsigned-activation
-  model (right on both in the checks made; a column far from FP32 in the tables above would be such a case).
+  wrongly on the AMD EPYCs measured, with and without VNNI, so edge-export gives OpenVINO its own unsigned-activation
+  model (bundle.json: openvino_int8; right on both in the checks made; a column far from FP32 in the tables above
+  would be such a case).
   Every backend is therefore checked against the stored sample outputs when it loads and refused if it
   misses them; `edge-verify` shows which backends pass on a machine."""
 
@@ -73,7 +74,7 @@ def render(meta: dict, verify: dict | None = None, bench: list | None = None) ->
             parts += ["## Bone age given the patient's sex (edge-verify on the test split, true sex given)", "```",
                       format_table({k: v["metrics"] for k, v in verify["sex_given"].items()}, paper=True),
                       "```", ""]
-    if meta.get("retention"):
+    if meta.get("retention") or (meta.get("openvino_int8") or {}).get("retention"):
         parts += ["## Retention of INT8 against FP32 (validation split, at export)", "```",
                   _retention_text(meta), "```", ""]
     if bench:
@@ -92,7 +93,7 @@ def render(meta: dict, verify: dict | None = None, bench: list | None = None) ->
 def _retention_text(meta: dict) -> str:
     """The INT8 model's gate row, and OpenVINO's own (unsigned-activation) INT8 model's where it has one."""
     from edge.retention import format_rows
-    rows = {"int8, ONNX (signed)": meta["retention"]}
+    rows = {"int8, ONNX (signed)": meta["retention"]} if meta.get("retention") else {}
     if (meta.get("openvino_int8") or {}).get("retention"):
         rows["int8, OpenVINO (unsigned)"] = meta["openvino_int8"]["retention"]
     return format_rows(rows)

@@ -194,7 +194,8 @@ def main(argv=None):
     x_val = load_images(val_l.paths(), cfg.input, progress=False) if rank == 0 else None
     y_age = torch.from_numpy((train_l.age - cfg.age_mean) / cfg.age_std)
     y_sex = torch.from_numpy(train_l.male)
-    teacher = _teacher_targets(args, cfg, x_train, out / "teacher-targets.npz", log) if args.teachers else None
+    teacher = None if not args.teachers else _teacher_targets(
+        args, cfg, x_train, train_l.ids, out / "teacher-targets.npz", log, rank, world, device)
 
     # [3/4] train
     dtype = amp_dtype(args, device)
@@ -243,26 +244,45 @@ def main(argv=None):
     return 0
 
 
-def _teacher_targets(args, cfg, x_train: np.ndarray, cache: Path, log) -> dict[str, torch.Tensor]:
+def _teacher_targets(args, cfg, x_train: np.ndarray, ids: list[str], cache: Path, log, rank: int, world: int,
+                     device) -> dict[str, torch.Tensor]:
     """The teachers' mean predictions on the unaugmented training images, in the student's standardised units:
-    age_z (N,), p_male (N,), by_sex_z (N, 2). Computed once and cached in the run folder (resume reuses it)."""
-    if cache.exists():
-        with np.load(cache) as z:
-            return {k: torch.from_numpy(z[k]) for k in z.files}
+    age_z (N,), p_male (N,), by_sex_z (N, 2). Rank 0 computes them once into the run folder; a resume reuses the
+    file only if it was made by the same teachers for the same training images."""
+    key = json.dumps({"teachers": [str(p) for p in args.teachers], "train_ids": list(ids), "sex_heads": cfg.sex_heads})
+    if rank == 0 and _cached_key(cache) != key:
+        targets = _teachers_mean(args.teachers, cfg, x_train, log, device) | {"key": np.array(key)}
+        tmp = cache.with_suffix(".tmp.npz")
+        np.savez(tmp, **targets)
+        os.replace(tmp, cache)  # other ranks never read a half-written file
+    _barrier(world)
+    with np.load(cache) as z:
+        return {k: torch.from_numpy(z[k]) for k in z.files if k != "key"}
+
+
+def _cached_key(cache: Path) -> str | None:
+    if not cache.exists():
+        return None
+    with np.load(cache) as z:
+        return str(z["key"]) if "key" in z.files else None
+
+
+def _teachers_mean(paths, cfg, x_train: np.ndarray, log, device) -> dict[str, np.ndarray]:
     outs = []
-    for path in args.teachers:
+    for path in paths:
         net, _ = load_model(path)
         if not net.cfg.sex_heads and cfg.sex_heads:
             raise SystemExit(f"{path}: a teacher without sex heads cannot teach a student that has them")
-        outs.append(predict_outputs(net, x_train))
+        if net.cfg.input != cfg.input:
+            raise SystemExit(f"{path}: a teacher must read the student's input ({cfg.input}), not {net.cfg.input}")
+        outs.append(predict_outputs(net.to(device), x_train, device=device))
         log(f"teacher {path}: predictions for {len(x_train)} training images")
     to_z = lambda months: ((months - cfg.age_mean) / cfg.age_std).astype(np.float32)
     targets = {"age_z": to_z(np.mean([o["bone_age_months"] for o in outs], 0)),
                "p_male": np.mean([o["p_male"] for o in outs], 0).astype(np.float32)}
     if cfg.sex_heads:
         targets["by_sex_z"] = to_z(np.mean([o["bone_age_months_by_sex"] for o in outs], 0))
-    np.savez(cache, **targets)
-    return {k: torch.from_numpy(v) for k, v in targets.items()}
+    return targets
 
 
 def _loss(age_z, logit, by_sex, y_a, y_s, args, t=None) -> torch.Tensor:

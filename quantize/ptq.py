@@ -51,8 +51,8 @@ def quantize_ptq(model: torch.nn.Module, x: np.ndarray, fp32_scope: nncf.Ignored
 
     NNCF collects activation ranges over all N images (about 300 is NNCF's default) and applies fast
     bias correction. nncf.quantize works on a deep copy: the input model is not changed.
-    fp32_scope and signed=False exist for experiments (benchmarks/int8_scope_trials.py); unsigned
-    post-ReLU activations are not TensorRT-compatible.
+    fp32_scope exists for experiments (benchmarks/int8_scope_trials.py). signed=False (unsigned post-ReLU
+    activations, not TensorRT-compatible) makes the OpenVINO artifact (module docstring).
     """
     dataset = calibration_dataset(x, CALIBRATION_BATCH)
     quantized = nncf.quantize(model.eval(), dataset, preset=PRESET, subset_size=dataset.get_length(),

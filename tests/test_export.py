@@ -84,7 +84,7 @@ def test_openvino_int8_is_its_own_unsigned_model_and_runs_right_here(phantom_bun
     # load-time self-test on this machine.
     from edge.runtime import BoneAgeModel
     meta = json.loads((phantom_bundle / "bundle.json").read_text())
-    assert meta["openvino_int8"]["activations"] == "unsigned" and "activations" not in meta.get("calibration", {})
+    assert meta["openvino_int8"]["activations"] == "unsigned" and "activations" not in meta  # ONNX: signed
     assert meta["calibration"] == meta["openvino_int8"]["calibration"]  # same images, other activations
     assert BoneAgeModel.load(phantom_bundle, backend="openvino", precision="int8").backend_name == "openvino"
 
@@ -137,3 +137,18 @@ def test_prediction_views_export_to_onnx_and_openvino_at_any_batch(tmp_path, zoo
             assert got_ort[k].shape == (batch,)
             np.testing.assert_allclose(got_ort[k], want[k], rtol=1e-4, atol=1e-3)
             np.testing.assert_allclose(got_ov[compiled.outputs[k]], want[k], rtol=1e-4, atol=1e-3)
+
+
+def test_export_refuses_int8_models_with_the_wrong_activations():
+    # Swapped --compressed / --compressed-openvino would put unsigned Q/DQ in the ONNX file (TensorRT rejects it)
+    # and the signed model in OpenVINO (wrong on the CPUs measured): both are refused, naming the file.
+    from export.cli import _check_activations
+    from quantize.ptq import SCHEME, UNSIGNED_ACTIVATIONS
+    signed = [{"method": "int8-ptq", "activations": SCHEME["activations"]}]
+    unsigned = [{"method": "int8-ptq", "activations": UNSIGNED_ACTIVATIONS}]
+    _check_activations("a.pt", signed, signed=True)
+    _check_activations("b.pt", unsigned, signed=False)
+    with pytest.raises(SystemExit, match=r"b\.pt: its activations are not signed"):
+        _check_activations("b.pt", unsigned, signed=True)
+    with pytest.raises(SystemExit, match=r"a\.pt: its activations are not unsigned"):
+        _check_activations("a.pt", signed, signed=False)
