@@ -13,10 +13,11 @@ from export.openvino_export import onnx_to_openvino
 
 
 def write_model_files(net, cfg: ModelConfig, onnx_path, xml_path, precision: str,
-                      metadata: dict | None = None) -> Path:
-    """net: a BoneAgeNet (FP32, pruned, or NNCF-quantized for precision "int8"). Returns the IR's xml path."""
+                      metadata: dict | None = None) -> Path | None:
+    """net: a BoneAgeNet (FP32, pruned, or NNCF-quantized for precision "int8"). Returns the IR's xml path
+    (xml_path None: ONNX only)."""
     meta = {**metadata, "precision": precision} if metadata else None
     export_onnx(net, cfg, onnx_path, meta)
     if precision == "int8":
         fold_weight_quantizers(onnx_path)
-    return onnx_to_openvino(onnx_path, xml_path, meta)
+    return onnx_to_openvino(onnx_path, xml_path, meta) if xml_path is not None else None

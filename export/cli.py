@@ -104,7 +104,7 @@ def write_precision(out: Path, cfg, precision: str, net, ov_net, embedded: dict)
     network, or for INT8 its unsigned-activation twin, converted through an ONNX file of its own)."""
     onnx_rel = FORMATS["onnxruntime"].artifact.format(precision=precision)
     xml_rel = FORMATS["openvino"].artifact.format(precision=precision)
-    write_model_files(net, cfg, out / onnx_rel, out / xml_rel, precision, embedded)
+    write_model_files(net, cfg, out / onnx_rel, out / xml_rel if ov_net is net else None, precision, embedded)
     if ov_net is not net:
         with tempfile.TemporaryDirectory() as tmp:
             write_model_files(ov_net, cfg, Path(tmp) / "openvino.onnx", out / xml_rel, precision, embedded)
@@ -134,9 +134,10 @@ def int8_model(args, fp32, ckpt, signed: bool):
 
 
 def _check_activations(path, methods: list[dict], signed: bool) -> None:
-    """Refuse an INT8 model whose activations are not what its file needs (TensorRT rejects unsigned ones)."""
-    unsigned = any("unsigned" in str(m.get("activations", "")) for m in methods)
-    if unsigned == signed:
+    """Refuse an INT8 model whose activations are not what its file needs (TensorRT rejects unsigned ones).
+    edge-quantize records `signed_activations`; models made before it existed are signed."""
+    int8 = [m for m in methods if str(m.get("method", "")).startswith("int8")]
+    if any(m.get("signed_activations", True) != signed for m in int8):
         want = "signed (--compressed)" if signed else "unsigned (--compressed-openvino)"
         raise SystemExit(f"edge-export: {path}: its activations are not {want}; see edge-quantize --activations")
 

@@ -201,11 +201,13 @@ class BoneAgeNet(nn.Module):
         self.age_head = nn.Linear(self.num_features, 1)
         self.sex_head = nn.Linear(self.num_features, 1)
         self.age_by_sex_head = nn.Linear(self.num_features, 2) if cfg.sex_heads else None
-        for head in (self.age_head, self.sex_head, self.age_by_sex_head):
-            if head is None:
-                continue
+        for head in self.heads():
             nn.init.normal_(head.weight, std=0.01)
             nn.init.zeros_(head.bias)
+
+    def heads(self) -> list[nn.Linear]:
+        """The output layers: age, sex and, with cfg.sex_heads, the age given each sex."""
+        return [h for h in (self.age_head, self.sex_head, self.age_by_sex_head) if h is not None]
 
     def forward_features(self, x: torch.Tensor, all_views: bool = False) -> torch.Tensor:
         return self.features(self.resize(x, all_views))

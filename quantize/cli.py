@@ -130,8 +130,8 @@ def run_int8(model, data: Images, args, epochs: int):
                              lr=args.lr or QAT_LR, batch_size=args.batch_size, seed=args.seed,
                              progress=not args.no_progress)
     scheme = SCHEME if args.activations == "signed" else {**SCHEME, "activations": UNSIGNED_ACTIVATIONS}
-    return model, {"method": f"int8-{args.int8}", **scheme, "calibration_images": len(data.x_calib),
-                   "finetune_epochs": epochs}
+    return model, {"method": f"int8-{args.int8}", **scheme, "signed_activations": args.activations == "signed",
+                   "calibration_images": len(data.x_calib), "finetune_epochs": epochs}
 
 
 def _finetune(model, data: Images, args, epochs: int, desc: str):

@@ -32,7 +32,7 @@ def prune_structured(model: BoneAgeNet, ratio: float, x: np.ndarray, global_rank
         # No round_to=8: at width 0.35 layers have 8-24 channels, and rounding down to multiples of 8
         # turned ratio 0.3 into 50% on some layers and made ratio 0.95 skip most layers altogether.
         global_pruning=global_ranking,
-        ignored_layers=_heads(pruned),
+        ignored_layers=pruned.heads(),
         # forward() returns (age, sex[, age by sex]): the graph is traced from every output, so the per-sex
         # head loses the same input channels as the others.
         output_transform=lambda out: sum(o.sum() for o in out))
@@ -42,17 +42,13 @@ def prune_structured(model: BoneAgeNet, ratio: float, x: np.ndarray, global_rank
     return adapt_batchnorm(pruned, x)
 
 
-def _heads(model: BoneAgeNet) -> list[nn.Linear]:
-    return [h for h in (model.age_head, model.sex_head, model.age_by_sex_head) if h is not None]
-
-
 def check_consistent(model: BoneAgeNet) -> None:
     """The trunk's output width must equal every SE gate's width and every head's input."""
     trunk = model.features.Mixed_7c
     width = sum(m.bn.num_features for name, m in trunk.named_children()
                 if name in ("branch1x1", "branch3x3_2a", "branch3x3_2b", "branch3x3dbl_3a",
                             "branch3x3dbl_3b", "branch_pool"))
-    widths = {"trunk": width} | {f"head{k}": h.in_features for k, h in enumerate(_heads(model))}
+    widths = {"trunk": width} | {f"head{k}": h.in_features for k, h in enumerate(model.heads())}
     for k, se in enumerate(model.se):
         widths[f"se{k}.fc1 in"], widths[f"se{k}.fc2 out"] = se.fc1.in_channels, se.fc2.out_channels
     if len(set(widths.values())) != 1:

@@ -143,9 +143,10 @@ def test_export_refuses_int8_models_with_the_wrong_activations():
     # Swapped --compressed / --compressed-openvino would put unsigned Q/DQ in the ONNX file (TensorRT rejects it)
     # and the signed model in OpenVINO (wrong on the CPUs measured): both are refused, naming the file.
     from export.cli import _check_activations
-    from quantize.ptq import SCHEME, UNSIGNED_ACTIVATIONS
-    signed = [{"method": "int8-ptq", "activations": SCHEME["activations"]}]
-    unsigned = [{"method": "int8-ptq", "activations": UNSIGNED_ACTIVATIONS}]
+    # As edge-quantize records them (quantize.cli.run_int8); a model from before the flag is signed.
+    signed = [{"method": "structured", "ratio": 0.2}, {"method": "int8-ptq", "signed_activations": True}]
+    unsigned = [{"method": "int8-ptq", "signed_activations": False}]
+    _check_activations("old.pt", [{"method": "int8-ptq"}], signed=True)
     _check_activations("a.pt", signed, signed=True)
     _check_activations("b.pt", unsigned, signed=False)
     with pytest.raises(SystemExit, match=r"b\.pt: its activations are not signed"):

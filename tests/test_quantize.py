@@ -228,6 +228,7 @@ def test_cli_combines_methods_and_writes_a_loadable_model(run, tmp_path):
         "structured 0.2", "structured 0.2 + unstructured 0.3", "structured 0.2 + unstructured 0.3 + int8 ptq"]
     model, cfg, info = load_compressed(tmp_path / "compressed.pt")
     assert [m["method"] for m in info["methods"]] == ["structured", "unstructured", "int8-ptq"]
+    assert info["methods"][-1]["signed_activations"] is True  # what edge-export checks (--compressed)
     assert info["calibration"]["n"] == CALIBRATION and info["retention"]["passed"]
     assert model.age_head.in_features < run.parent.age_head.in_features
 
