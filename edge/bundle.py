@@ -50,19 +50,22 @@ class Bundle:
 
     def artifact_path(self, backend: str, precision: str, check: bool = True) -> Path | None:
         """Path of the main artifact; with check=True, verify sha256 of it and its companions first."""
-        fmt = get_format(backend)
-        rel = fmt.artifact.format(precision=precision)
-        entries = [a for a in self.meta.get("artifacts", []) if a["precision"] == precision
-                   and Path(a["path"]).with_suffix("") == Path(rel).with_suffix("")]
-        if not any(a["path"] == rel for a in entries):
+        listed = {a["path"] for a in self.meta.get("artifacts", []) if a["precision"] == precision}
+        rel = next((r for r in get_format(backend).paths(precision) if r in listed), None)
+        if rel is None:
             if not check:
                 return None
             have = ", ".join(f"{b}/{p}" for b, p in self.available()) or "none"
             raise BundleError(f"{self.root}: no {precision} artifact for {backend} (this bundle has: {have})")
         if check:
-            for a in entries:
+            for a in self.companions(rel, precision):
                 verify_artifact(self.root, a)
         return self.root / rel
+
+    def companions(self, rel: str, precision: str) -> list[dict]:
+        """The artifact entries a main file loads with: itself and its weights file (an IR's .bin)."""
+        return [a for a in self.meta.get("artifacts", []) if a["precision"] == precision
+                and Path(a["path"]).with_suffix("") == Path(rel).with_suffix("")]
 
 
 def load_bundle(root) -> Bundle:

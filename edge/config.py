@@ -68,6 +68,11 @@ class ModelConfig:
     # Fitted on the default model's frozen features it took test MAE from 10.89 to 9.51; fine-tuned with
     # the network, 9.35 (docs/EXPERIMENTS.md, session 6).
     sex_heads: bool = False
+    # Non-empty: the model is the mean of one network per size listed, each with its own weights and its own
+    # in-network resize to that size (net_size stays 0), all reading the same input; their standardised ages
+    # and sex logits are averaged inside the graph, so every backend runs one model. Measured on the validation
+    # split: a 160 px and a 192 px network, 10.38 / 10.59 months alone, 10.32 as their mean (docs/EXPERIMENTS.md).
+    member_net_sizes: tuple[int, ...] = ()
     # Bone age is regressed standardised; these turn the output back into months.
     age_mean: float = 127.0
     age_std: float = 41.0
@@ -83,6 +88,17 @@ class ModelConfig:
         if any(not 0.5 <= z <= 2.0 or z == 1.0 for z in zooms) or len(set(zooms)) != len(zooms):
             raise ValueError(f"tta_zooms {list(zooms)}: distinct zooms in [0.5, 2], other than 1 (always included)")
         object.__setattr__(self, "tta_zooms", zooms)
+        members = tuple(int(n) for n in self.member_net_sizes)
+        if members and (len(members) < 2 or min(members) < 75 or self.net_size):
+            raise ValueError(f"member_net_sizes {list(members)}: two or more sizes of at least 75 px, with net_size 0 "
+                             "(each member resizes to its own size)")
+        object.__setattr__(self, "member_net_sizes", members)
+
+    def members(self) -> list["ModelConfig"]:
+        """The config of each network whose mean this model is ([self] for a single network)."""
+        if not self.member_net_sizes:
+            return [self]
+        return [replace(self, member_net_sizes=(), net_size=size) for size in self.member_net_sizes]
 
     def to_dict(self) -> dict:
         return asdict(self)

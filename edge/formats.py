@@ -15,23 +15,29 @@ class Format:
     backend: str  # name used by BoneAgeModel.load(backend=...)
     module: str  # edge.backends.<module>, imported lazily
     package: str  # what to pip install for it
-    artifact: str  # bundle-relative path pattern of the file it loads; {precision} is filled in
+    # Bundle-relative path patterns of the files it loads, {precision} filled in: the first the bundle has is used.
+    artifacts: tuple[str, ...]
     precisions: tuple[str, ...]
     device: str  # "cpu" or "gpu"
     built_on_target: bool = False  # True: the bundle ships its source, the engine is built and cached locally
     # False: its INT8 ran slower than its own FP32 on every CPU measured, so precision "auto" takes it last.
     int8_pays: bool = True
 
+    def paths(self, precision: str) -> list[str]:
+        return [pattern.format(precision=precision) for pattern in self.artifacts]
+
 
 FORMATS: dict[str, Format] = {
-    "openvino": Format("openvino", "openvino_backend", "openvino", "openvino/model-{precision}.xml",
-                       PRECISIONS, "cpu"),
+    # Its own IR where the bundle has one (INT8: an unsigned-activation model of its own), else the ONNX file:
+    # OpenVINO reads the FP32 ONNX as it is, so a bundle holds one FP32 copy of the weights, not two.
+    "openvino": Format("openvino", "openvino_backend", "openvino",
+                       ("openvino/model-{precision}.xml", "model-{precision}.onnx"), PRECISIONS, "cpu"),
     # INT8 1.2-1.9x slower than FP32 on an AVX2-only EPYC (sessions 6-8) and 2x on an AVX-512 VNNI EPYC
     # (session 9): its CPU provider runs most of our Q/DQ convolutions as FP32 behind DequantizeLinear.
-    "onnxruntime": Format("onnxruntime", "onnxruntime_backend", "onnxruntime", "model-{precision}.onnx",
+    "onnxruntime": Format("onnxruntime", "onnxruntime_backend", "onnxruntime", ("model-{precision}.onnx",),
                           PRECISIONS, "cpu", int8_pays=False),
     # Built from the bundle's ONNX (explicit Q/DQ for INT8, FP16 for the FP32 model) on the GPU that runs it.
-    "tensorrt": Format("tensorrt", "tensorrt_backend", "tensorrt", "model-{precision}.onnx",
+    "tensorrt": Format("tensorrt", "tensorrt_backend", "tensorrt", ("model-{precision}.onnx",),
                        PRECISIONS, "gpu", built_on_target=True),
 }
 # `auto` tries these in order: fastest first where each works (OpenVINO INT8 ran 1.4x faster than

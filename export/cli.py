@@ -1,4 +1,4 @@
-"""edge-export: write a model bundle (bundle.json, ONNX FP32/INT8, OpenVINO IR FP32/INT8, model card).
+"""edge-export: write a model bundle (bundle.json, ONNX FP32/INT8, OpenVINO INT8 IR, model card).
 
     edge-export --checkpoint runs/x/best.pt --compressed runs/x-int8/compressed.pt --out bundles/x \
                 --data ../shared/data/rsna-boneage/train-100px --samples a.png b.png
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     elif int8 is not None:
         ov_int8, ov_info = int8_model(args, fp32, ckpt, signed=False)
 
-    print("[3/5] ONNX and OpenVINO IR")
+    print("[3/5] ONNX and OpenVINO IR (INT8)")
     artifacts = []
     for precision, net, ov_net in (("fp32", fp32, fp32), ("int8", int8, ov_int8)):
         if net is None:
@@ -100,17 +100,19 @@ def base_metadata(cfg, ckpt: dict, args) -> dict:
 
 
 def write_precision(out: Path, cfg, precision: str, net, ov_net, embedded: dict) -> list[dict]:
-    """One precision's files: ONNX (ONNX Runtime, TensorRT) from `net`, OpenVINO IR from `ov_net` (the same
-    network, or for INT8 its unsigned-activation twin, converted through an ONNX file of its own)."""
-    onnx_rel = FORMATS["onnxruntime"].artifact.format(precision=precision)
-    xml_rel = FORMATS["openvino"].artifact.format(precision=precision)
-    write_model_files(net, cfg, out / onnx_rel, out / xml_rel if ov_net is net else None, precision, embedded)
+    """One precision's files: ONNX from `net` (ONNX Runtime, TensorRT, and OpenVINO when `ov_net` is `net`) and,
+    when OpenVINO has a network of its own (INT8: the unsigned-activation twin), its IR, converted through a
+    temporary ONNX file. OpenVINO reads the ONNX itself otherwise (edge.formats), so the weights ship once."""
+    onnx_rel = FORMATS["onnxruntime"].paths(precision)[0]
+    write_model_files(net, cfg, out / onnx_rel, None, precision, embedded)
+    entries = [artifact_entry(out, onnx_rel, "onnxruntime", precision)]
     if ov_net is not net:
+        xml_rel = FORMATS["openvino"].paths(precision)[0]
         with tempfile.TemporaryDirectory() as tmp:
             write_model_files(ov_net, cfg, Path(tmp) / "openvino.onnx", out / xml_rel, precision, embedded)
-    return [artifact_entry(out, onnx_rel, "onnxruntime", precision),
-            artifact_entry(out, xml_rel, "openvino", precision),
-            artifact_entry(out, str(Path(xml_rel).with_suffix(".bin")), "openvino", precision, "weights")]
+        entries += [artifact_entry(out, xml_rel, "openvino", precision),
+                    artifact_entry(out, str(Path(xml_rel).with_suffix(".bin")), "openvino", precision, "weights")]
+    return entries
 
 
 def int8_model(args, fp32, ckpt, signed: bool):

@@ -32,6 +32,16 @@ LIMITS = """\
   misses them; `edge-verify` shows which backends pass on a machine."""
 
 
+def _resize_text(cfg: dict) -> str:
+    sizes = cfg.get("member_net_sizes") or []
+    if sizes:
+        return (f"; the prediction is the mean of {len(sizes)} such networks, each with its own weights, which first "
+                f"resize the input to {' and '.join(f'{n}x{n}' for n in sizes)} respectively (bilinear, inside the "
+                "graph)")
+    size = cfg.get("net_size")
+    return f"; the network first resizes it to {size}x{size} (bilinear, inside the graph)" if size else ""
+
+
 def _views_text(cfg: dict) -> str:
     zooms, mirror = cfg.get("tta_zooms") or [], cfg.get("flip_tta")
     n = (1 + len(zooms)) * (2 if mirror else 1)
@@ -53,9 +63,7 @@ def render(meta: dict, verify: dict | None = None, bench: list | None = None) ->
              f"sex logit){', plus an age head per sex for when the sex is given' if cfg.get('sex_heads') else ''}, "
              f"heads design `{cfg['heads']}`. Input: {spec['channels']}x{spec['height']}x"
              f"{spec['width']}, resize `{spec['resize']}` with `{spec['interpolation']}`, normalise "
-             f"`{spec['normalize']}`" + (f"; the network first resizes it to {cfg['net_size']}x{cfg['net_size']} "
-                                         "(bilinear, inside the graph)" if cfg.get("net_size") else "") +
-             _views_text(cfg) +
+             f"`{spec['normalize']}`" + _resize_text(cfg) + _views_text(cfg) +
              ". Built from: Rayed, Amasya, Sezdi, J Imaging Inform Med 2025, "
              "doi 10.1007/s10278-025-01623-2 (architecture re-implemented from the abstract).", "",
              "## Data",

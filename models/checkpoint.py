@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from edge.config import ModelConfig
-from models.inception import BoneAgeNet
+from models.inception import BoneAgeNet, create_model
 
 
 def save_weights(path, model: BoneAgeNet, extra: dict | None = None) -> None:
@@ -29,11 +29,12 @@ def save_weights(path, model: BoneAgeNet, extra: dict | None = None) -> None:
 
 
 def load_model(path, map_location="cpu") -> tuple[BoneAgeNet, dict]:
-    """Checkpoint (best.pt or last.pt) -> (fp32 model in eval mode, the checkpoint dict)."""
+    """Checkpoint (best.pt or last.pt) -> (fp32 model in eval mode, the checkpoint dict). The model is a
+    BoneAgeNet, or a MeanOfNetworks for a checkpoint made by models.ensemble: both have .cfg and the same outputs."""
     ckpt = torch.load(path, map_location=map_location, weights_only=False)
     if "config" not in ckpt or "model" not in ckpt:
         raise ValueError(f"{path}: not a bone-age checkpoint (no config/model entries)")
-    model = BoneAgeNet(ModelConfig.from_dict(ckpt["config"]))
+    model = create_model(ModelConfig.from_dict(ckpt["config"]))
     state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
     resize_to_state_dict(model, state)
     model.load_state_dict(state)
@@ -52,7 +53,7 @@ def with_config(model: BoneAgeNet, **changes) -> BoneAgeNet:
     cfg = replace(model.cfg, **changes)
     if cfg == model.cfg:
         return model
-    new = BoneAgeNet(cfg)
+    new = create_model(cfg)
     new.load_state_dict(model.state_dict())
     return new.train(model.training)
 

@@ -3,7 +3,7 @@
 Backbone: Szegedy et al., "Rethinking the Inception Architecture for Computer Vision" (arXiv:1512.00567),
 written with torchvision's module names so its state_dict loads here unchanged (tests check this where
 torchvision is importable). No auxiliary classifier: it only helps ImageNet-scale training.
-Order: blocks -> InceptionV3Features -> BoneAgeNet -> configs -> create_model.
+Order: blocks -> InceptionV3Features -> BoneAgeNet -> MeanOfNetworks -> configs -> create_model.
 """
 from __future__ import annotations
 
@@ -237,6 +237,21 @@ class BoneAgeNet(nn.Module):
         return tuple(out.reshape(v, -1, *out.shape[1:]).mean(0) for out in outputs)
 
 
+class MeanOfNetworks(nn.Module):
+    """The mean of several BoneAgeNets (ModelConfig.member_net_sizes): each sees the same input through its own
+    in-network resize, and forward() returns the members' mean standardised age, sex logit and (with sex heads)
+    age per sex, the outputs of one BoneAgeNet. Built from trained networks (models.ensemble), never trained."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.members = nn.ModuleList(BoneAgeNet(member) for member in cfg.members())
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outputs = [member(x) for member in self.members]
+        return tuple(torch.stack(parts).mean(0) for parts in zip(*outputs))
+
+
 class BoneAgeOutputs(nn.Module):
     """What gets exported: bone age in months and P(male), so no backend needs to know the scaling."""
 
@@ -262,12 +277,13 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
 }
 
 
-def create_model(cfg: ModelConfig | str) -> BoneAgeNet:
+def create_model(cfg: ModelConfig | str) -> BoneAgeNet | MeanOfNetworks:
+    """The network a config describes: one BoneAgeNet, or with member_net_sizes the mean of several."""
     if isinstance(cfg, str):
         if cfg not in MODEL_CONFIGS:
             raise KeyError(f"unknown model {cfg!r}; choose from {', '.join(MODEL_CONFIGS)}")
         cfg = MODEL_CONFIGS[cfg]
-    return BoneAgeNet(cfg)
+    return MeanOfNetworks(cfg) if cfg.member_net_sizes else BoneAgeNet(cfg)
 
 
 def count_params(model: nn.Module) -> int:

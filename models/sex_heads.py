@@ -104,6 +104,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     model, ckpt = load_model(args.src)
+    if model.cfg.member_net_sizes:
+        p.error(f"{args.src} is a mean of networks: fit each member's heads, then combine them (models.ensemble)")
     split_file = args.split_file or ckpt.get("split")
     if not split_file:
         p.error(f"{args.src} records no split; give --split-file")

@@ -167,6 +167,9 @@ def main(argv=None):
     state = _load_state(out / "last.pt")
     if state is None and args.init_from:
         model, _ = load_model(args.init_from)
+        if model.cfg.member_net_sizes:
+            raise SystemExit(f"{args.init_from}: a mean of networks (models.ensemble) is not trained; "
+                             "start from one of its member checkpoints")
         model = with_config(model, **_weightless(args))
         cfg = model.cfg
         log(f"initialised from {args.init_from}")

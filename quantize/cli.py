@@ -178,6 +178,9 @@ def compress(args) -> int:
     parent, ckpt = load_model(args.checkpoint)
     split_file = _split_file(args, ckpt)
     pruning = args.prune_structured or args.prune_unstructured
+    if parent.cfg.member_net_sizes and (pruning or args.int8 == "qat"):
+        raise SystemExit(f"{args.checkpoint}: a mean of networks takes post-training quantization only (--int8 ptq); "
+                         "prune or train its members, then combine them again (python -m models.ensemble)")
     data = load_data(args, parent.cfg.input, split_file, args.int8 == "qat" or bool(args.finetune_epochs and pruning))
     gate = RetentionGate(parent, data.x_val, data.val,
                          thresholds_from(args))

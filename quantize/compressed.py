@@ -20,7 +20,7 @@ import torch
 
 from edge.config import ModelConfig
 from models.checkpoint import _atomic_save, resize_to_state_dict
-from models.inception import BoneAgeNet
+from models.inception import create_model
 
 FORMAT = "boneage-compressed/1"
 DEFAULT_NAME = "compressed.pt"
@@ -49,7 +49,7 @@ def load_compressed(path, map_location="cpu") -> tuple[torch.nn.Module, ModelCon
                          "or load a training checkpoint (best.pt) with models.checkpoint.load_model")
     cfg = ModelConfig.from_dict(ckpt["config"])
     state = ckpt["model"]
-    model = BoneAgeNet(cfg)
+    model = create_model(cfg)
     # Narrower layers after structured pruning: the state_dict's shapes describe the network.
     resize_to_state_dict(model, state)
     if ckpt["nncf"]:

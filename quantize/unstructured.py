@@ -15,7 +15,7 @@ from nncf.parameters import StripFormat
 from torch import nn
 
 from models.checkpoint import resize_to_state_dict
-from models.inception import BoneAgeNet
+from models.inception import BoneAgeNet, create_model
 from quantize.compressed import HOOKS_PREFIX
 from quantize.finetune import adapt_batchnorm
 
@@ -44,7 +44,7 @@ def bake(pruned: nn.Module) -> BoneAgeNet:
     """Masked NNCF model -> a plain BoneAgeNet whose pruned weights are zeros (masks applied, hooks gone)."""
     stripped = nncf.strip(pruned, do_copy=True, strip_format=StripFormat.IN_PLACE)
     state = {k: v for k, v in stripped.state_dict().items() if not k.startswith(HOOKS_PREFIX)}
-    plain = BoneAgeNet(stripped.cfg)
+    plain = create_model(stripped.cfg)
     resize_to_state_dict(plain, state)  # the model may have been structurally pruned before
     plain.load_state_dict(state)
     return plain.eval()

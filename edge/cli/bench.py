@@ -90,9 +90,9 @@ def _verdict(check: dict | None) -> str:
 
 
 def _artifact_mb(bundle, backend: str, precision: str) -> float:
-    stem = Path(FORMATS[backend].artifact.format(precision=precision)).with_suffix("")
-    return sum(a["size"] for a in bundle.meta["artifacts"] if a["precision"] == precision
-               and Path(a["path"]).with_suffix("") == stem) / 1e6
+    path = bundle.artifact_path(backend, precision, check=False)
+    rel = path.relative_to(bundle.root).as_posix()
+    return sum(a["size"] for a in bundle.companions(rel, precision)) / 1e6
 
 
 def _torch_reference(bundle, checkpoint, threads):
@@ -101,7 +101,7 @@ def _torch_reference(bundle, checkpoint, threads):
     try:
         import torch
         from models.checkpoint import load_model
-        from models.inception import BoneAgeNet
+        from models.inception import create_model
     except ImportError:
         return None
     if threads:
@@ -111,9 +111,9 @@ def _torch_reference(bundle, checkpoint, threads):
         net, _ = load_model(checkpoint)
         load = f"from models.checkpoint import load_model; net, _ = load_model({str(checkpoint)!r})"
     else:
-        net = BoneAgeNet(cfg).eval()
-        load = (f"from edge.config import ModelConfig; from models.inception import BoneAgeNet; "
-                f"net = BoneAgeNet(ModelConfig.from_dict({cfg.to_dict()!r})).eval()")
+        net = create_model(cfg).eval()
+        load = (f"from edge.config import ModelConfig; from models.inception import create_model; "
+                f"net = create_model(ModelConfig.from_dict({cfg.to_dict()!r})).eval()")
     load = f"import torch\n{load}\n" + (f"torch.set_num_threads({threads})\n" if threads else "") + \
         "def run(x):\n    with torch.inference_mode():\n        return net(torch.from_numpy(x))"
     size = sum(p.numel() * 4 for p in net.parameters()) / 1e6
