@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The compression variants of the issue-3 table, each an edge-quantize run gated against the same FP32
 # parent on the same validation images. Then: python benchmarks/compression_table.py
-# Usage: benchmarks/compression_runs.sh [CHECKPOINT] [DATA] [OUTROOT]   (THREADS=1 to share the CPU)
+# Usage: benchmarks/compression_runs.sh CHECKPOINT [DATA] [OUTROOT]   (THREADS=1 to share the CPU)
+# CHECKPOINT is one network: the table's parent is `git show a0a9372:models/checkpoints/w050-100.pt`. The default
+# checkpoint is a mean of two networks since session 10, which edge-quantize takes for PTQ only.
 set -u
-CK=${1:-models/checkpoints/default.pt}
+CK=${1:?usage: benchmarks/compression_runs.sh CHECKPOINT [DATA] [OUTROOT] (one network, not a mean of networks)}
 DATA=${2:-../shared/data/rsna-boneage/train-100px}
 ROOT=${3:-runs/compression}
 SPLIT=models/splits/rsna-train-100px-seed0.json

@@ -76,7 +76,7 @@ def main(argv=None) -> int:
         z = predict_age_logit(mirror, x)
         mirrored.append(z)
         score(f"{ck}, mirror (net_size {model.cfg.net_size})", *z, labels)
-        for size in args.net_sizes:
+        for size in [] if model.cfg.member_net_sizes else args.net_sizes:  # a mean of networks has its sizes
             score(f"{ck}, mirror, net_size {size}",
                   *predict_age_logit(with_config(model, flip_tta=True, net_size=size), x), labels)
         by_zoom = {1.0: z}

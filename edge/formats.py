@@ -23,6 +23,10 @@ class Format:
     # False: its INT8 ran slower than its own FP32 on every CPU measured, so precision "auto" takes it last.
     int8_pays: bool = True
 
+    def __post_init__(self):
+        if isinstance(self.artifacts, str):  # a bare pattern would be iterated letter by letter
+            raise TypeError(f"{self.backend}: artifacts must be a tuple of path patterns, not a string")
+
     def paths(self, precision: str) -> list[str]:
         return [pattern.format(precision=precision) for pattern in self.artifacts]
 

@@ -1,7 +1,8 @@
 """One precision's model files: ONNX (int8 weights folded for INT8) and the OpenVINO IR made from it.
 
 The one sequence that edge-export and benchmarks/compression_table.py both follow, so a timed variant is
-exactly what a bundle would ship.
+what a bundle would ship (bundles give OpenVINO the FP32 ONNX itself rather than an IR converted from it: the
+same graph).
 """
 from __future__ import annotations
 

@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     elif int8 is not None:
         ov_int8, ov_info = int8_model(args, fp32, ckpt, signed=False)
 
-    print("[3/5] ONNX and OpenVINO IR (INT8)")
+    print("[3/5] ONNX files, and OpenVINO's own INT8 IR")
     artifacts = []
     for precision, net, ov_net in (("fp32", fp32, fp32), ("int8", int8, ov_int8)):
         if net is None:
@@ -95,7 +95,8 @@ def base_metadata(cfg, ckpt: dict, args) -> dict:
         "config": cfg.to_dict(),
         "outputs": OUTPUTS,
         "training": {"data": ckpt.get("data"), "split_file": split_file, "counts": counts,
-                     "epoch": ckpt.get("epoch"), "val_metrics": ckpt.get("val_metrics")},
+                     "epoch": ckpt.get("epoch"), "val_metrics": ckpt.get("val_metrics"),
+                     **({"members": ckpt["members"]} if ckpt.get("members") else {})},
     }
 
 

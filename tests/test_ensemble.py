@@ -110,6 +110,7 @@ def test_a_mean_of_networks_is_not_trained_or_pruned(members, tmp_path, phantom_
 def test_bundle_of_a_mean_of_networks_runs_on_every_cpu_backend(members, tmp_path, phantom_data):
     """edge-export of the combined checkpoint (INT8 by PTQ here): one graph per precision, the same numbers as
     torch for FP32 on both runtimes, and every backend passes the self-test on the stored sample outputs."""
+    from edge.backends.base import BackendUnavailable
     from edge.preprocess import preprocess
     from edge.runtime import BoneAgeModel
     from edge.verify import self_test
@@ -130,5 +131,11 @@ def test_bundle_of_a_mean_of_networks_runs_on_every_cpu_backend(members, tmp_pat
     for backend in ("onnxruntime", "openvino"):
         got = BoneAgeModel.load(bundle, backend=backend, precision="fp32").run_arrays(x)[0]
         np.testing.assert_allclose(got, want, atol=1e-2)
-    report = self_test(bundle)
-    assert set(report["backends"]) >= {"onnxruntime/fp32", "openvino/fp32"} and report["passed"], report
+    report = self_test(bundle)["backends"]
+    assert {"onnxruntime/fp32", "openvino/fp32", "onnxruntime/int8"} <= set(report), report
+    # OpenVINO INT8 computes wrongly on some CPUs (tests/test_runtime.py ov_int8_ok); there it must be refused.
+    failed = [name for name, r in report.items() if not r["passed"]]
+    assert failed in ([], ["openvino/int8"]), report
+    if failed:
+        with pytest.raises(BackendUnavailable, match="gives wrong outputs on this machine"):
+            BoneAgeModel.load(bundle, backend="openvino", precision="int8")

@@ -46,6 +46,29 @@ def test_metadata_is_embedded_in_onnx_and_openvino(phantom_bundle):
     assert json.loads(model.get_rt_info(["boneage_bundle"]).astype(str))["precision"] == "int8"
 
 
+def test_openvino_ir_keeps_its_fp32_parts_in_fp32(phantom_bundle):
+    # ov.save_model stores FP16 by default: the INT8 IR's FP32 parts (resize, stem, means) must stay FP32.
+    xml = (phantom_bundle / "openvino/model-int8.xml").read_text()
+    assert 'element_type="f32"' in xml and 'element_type="f16"' not in xml
+
+
+def test_openvino_prefers_its_own_ir_and_falls_back_to_the_onnx(tmp_path):
+    from edge.bundle import Bundle
+
+    def bundle(*paths):
+        return Bundle(tmp_path, {"config": {}, "artifacts": [{"precision": p.split("-")[-1].split(".")[0], "path": p}
+                                                             for p in paths]})
+
+    old = bundle("model-fp32.onnx", "openvino/model-fp32.xml", "openvino/model-fp32.bin")  # bundles before session 10
+    assert old.artifact_path("openvino", "fp32", check=False) == tmp_path / "openvino/model-fp32.xml"
+    assert old.artifact_path("onnxruntime", "fp32", check=False) == tmp_path / "model-fp32.onnx"
+    signed_only = bundle("model-fp32.onnx", "model-int8.onnx")  # edge-export --compressed without an OpenVINO twin
+    assert signed_only.artifact_path("openvino", "int8", check=False) == tmp_path / "model-int8.onnx"
+    assert bundle("model-int8.onnx").artifact_path("openvino", "fp32", check=False) is None
+    assert [c["path"] for c in old.companions("openvino/model-fp32.xml", "fp32")] == [
+        "openvino/model-fp32.xml", "openvino/model-fp32.bin"]
+
+
 def test_openvino_runs_the_fp32_onnx_exactly(phantom_bundle, phantom_data):
     """No FP32 IR ships: OpenVINO reads model-fp32.onnx and must give ONNX Runtime's numbers on real inputs."""
     from edge.runtime import BoneAgeModel

@@ -1,4 +1,5 @@
-"""OpenVINO on the CPU: runs the bundle's IR where it has one (INT8), else its ONNX file (FP32), in exact FP32."""
+"""OpenVINO on the CPU: runs the bundle's own OpenVINO IR where it has one (INT8), else model-{precision}.onnx;
+FP32 runs with the f32 precision hint (exact FP32)."""
 from __future__ import annotations
 
 import numpy as np
