@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import shutil
 import subprocess
@@ -127,13 +128,20 @@ def int8_model(args, fp32, ckpt, signed: bool):
         info = {"calibration": info.get("calibration"), "retention": info.get("retention"),
                 "compression": info.get("methods")}
     else:
-        from quantize.ptq import calibration_arrays, quantize_ptq
+        from quantize.ptq import quantize_ptq
         data = args.calibration_data or ckpt.get("data")
         if not data:
             raise SystemExit("edge-export: INT8 needs --compressed or --calibration-data")
-        x, calib = calibration_arrays(data, fp32.cfg.input, args.calibration_size, ckpt.get("split"))
+        x, calib = _calibration(data, fp32.cfg.input, args.calibration_size, ckpt.get("split"))
         net, info = quantize_ptq(fp32, x, signed=signed), {"calibration": calib}
     return net, info | ({} if signed else {"activations": "unsigned"})
+
+
+@functools.lru_cache(maxsize=1)
+def _calibration(data, spec, size: int, split):
+    """Calibration images, read once for both INT8 models (signed and unsigned: the same images)."""
+    from quantize.ptq import calibration_arrays
+    return calibration_arrays(data, spec, size, split)
 
 
 def _check_activations(path, methods: list[dict], signed: bool) -> None:

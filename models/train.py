@@ -20,6 +20,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from edge import metrics
+from edge.bundle import sha256_file
 from models.augment import augment_batch
 from models.checkpoint import load_model, save_training_state, save_weights, with_config
 from models.data import load_images, make_split, read_labels, read_split, write_split
@@ -252,7 +253,7 @@ def _teacher_targets(args, cfg, x_train: np.ndarray, ids: list[str], cache: Path
     """The teachers' mean predictions on the unaugmented training images, in the student's standardised units:
     age_z (N,), p_male (N,), by_sex_z (N, 2). Rank 0 computes them once into the run folder; a resume reuses the
     file only if it was made by the same teachers for the same training images."""
-    key = json.dumps({"teachers": [str(p) for p in args.teachers], "train_ids": list(ids), "sex_heads": cfg.sex_heads})
+    key = teacher_key(args.teachers, ids, cfg.sex_heads)
     if rank == 0 and _cached_key(cache) != key:
         targets = _teachers_mean(args.teachers, cfg, x_train, log, device) | {"key": np.array(key)}
         tmp = cache.with_suffix(".tmp.npz")
@@ -261,6 +262,13 @@ def _teacher_targets(args, cfg, x_train: np.ndarray, ids: list[str], cache: Path
     _barrier(world)
     with np.load(cache) as z:
         return {k: torch.from_numpy(z[k]) for k in z.files if k != "key"}
+
+
+def teacher_key(teachers, ids: list[str], sex_heads: bool) -> str:
+    """What the cached targets depend on: each teacher's contents (a checkpoint rewritten at the same path, such as
+    models/checkpoints/default.pt, makes new targets), the training images and whether per-sex targets exist."""
+    return json.dumps({"teachers": [{"path": str(p), "sha256": sha256_file(p)} for p in teachers],
+                       "train_ids": list(ids), "sex_heads": sex_heads})
 
 
 def _cached_key(cache: Path) -> str | None:

@@ -242,6 +242,17 @@ def test_distillation_loss_pulls_toward_the_teachers_not_the_labels():
     assert bool((_loss_grads(1.0, moved)[1] != 0).all())
 
 
+def test_teacher_targets_are_recomputed_when_a_teacher_file_changes(tmp_path):
+    from models.train import teacher_key
+    teacher = tmp_path / "default.pt"
+    teacher.write_bytes(b"weights of one network")
+    before = teacher_key([teacher], ["a", "b"], True)
+    assert teacher_key([teacher], ["a", "b"], True) == before
+    teacher.write_bytes(b"weights of another network")  # same path, new contents
+    assert teacher_key([teacher], ["a", "b"], True) != before
+    assert teacher_key([teacher], ["a"], True) != teacher_key([teacher], ["a", "b"], True)
+
+
 def test_distillation_targets_are_the_teachers_mean_prediction(phantom_run, tmp_path):
     from models.train import main
 
