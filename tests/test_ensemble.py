@@ -122,6 +122,12 @@ def test_bundle_of_a_mean_of_networks_runs_on_every_cpu_backend(members, tmp_pat
     samples = sorted((phantom_data / "images").glob("*.png"))[:2]
     assert export_main(["--checkpoint", str(mean), "--out", str(bundle), "--calibration-data", str(phantom_data),
                         "--calibration-size", "32", "--samples", *map(str, samples)]) == 0
+    import onnx
+
+    from test_export import TENSORRT_OPS
+    for precision in ("fp32", "int8"):  # the members' mean adds only operators TensorRT parses
+        ops = {n.op_type for n in onnx.load(str(bundle / f"model-{precision}.onnx")).graph.node}
+        assert ops <= TENSORRT_OPS, ops - TENSORRT_OPS
     card = (bundle / "MODEL_CARD.md").read_text()
     assert "mean of 2 such networks" in card and "112x112 and 128x128" in card
     torch_model, _ = load_model(mean)
