@@ -1,6 +1,7 @@
 """Combine trained checkpoints into one checkpoint whose model predicts their mean (ModelConfig.member_net_sizes).
 
     python -m models.ensemble OUT.pt runs/w050-160-kd/best.pt runs/w050-192/best.pt
+    python -m models.ensemble MEMBER.pt --extract 1 models/checkpoints/default.pt   # one member back, to train it
 
 The members must be the same network trained on the same split (they may differ only in net_size), so the
 result is one model for edge-quantize, edge-export and every backend: one graph, the mean inside it.
@@ -13,7 +14,7 @@ from dataclasses import replace
 
 from edge.config import ModelConfig
 from models.checkpoint import load_model, save_weights
-from models.inception import MeanOfNetworks
+from models.inception import BoneAgeNet, MeanOfNetworks
 
 
 def member_configs_agree(paths: list, cfgs: list[ModelConfig]) -> ModelConfig:
@@ -50,12 +51,35 @@ def combine(paths: list) -> tuple[MeanOfNetworks, dict]:
     return model.eval(), extra
 
 
+def extract(path, index: int) -> tuple[BoneAgeNet, dict]:
+    """Member `index` of a combined checkpoint -> (that network in eval mode, what its own checkpoint recorded), so a
+    member can be trained again when its original run folder is gone."""
+    model, ckpt = load_model(path)
+    if not model.cfg.member_net_sizes:
+        raise ValueError(f"{path}: one network, not a mean of networks")
+    if not 0 <= index < len(model.members):
+        raise ValueError(f"{path}: member {index} does not exist (it has {len(model.members)}: 0-{len(model.members) - 1})")
+    record = (ckpt.get("members") or [{}] * len(model.members))[index]
+    extra = {"split": ckpt.get("split"), "data": ckpt.get("data"), "epoch": record.get("epoch"),
+             "val_metrics": record.get("val_metrics"), "derived_from": {"checkpoint": str(path), "member": index}}
+    return model.members[index].eval(), extra
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m models.ensemble", description=__doc__.splitlines()[0])
     p.add_argument("out", help="checkpoint to write (half-precision weights, like best.pt)")
-    p.add_argument("members", nargs="+", help="trained checkpoints (best.pt) of the same network and split")
+    p.add_argument("members", nargs="+", help="trained checkpoints (best.pt) of the same network and split; with "
+                                              "--extract, the one combined checkpoint to take a member from")
+    p.add_argument("--extract", type=int, metavar="K", help="write member K (0-based) of a combined checkpoint instead")
     args = p.parse_args(argv)
     try:
+        if args.extract is not None:
+            if len(args.members) != 1:
+                raise ValueError("--extract takes one combined checkpoint")
+            net, extra = extract(args.members[0], args.extract)
+            save_weights(args.out, net, extra)
+            print(f"{args.out}: member {args.extract} of {args.members[0]} (net_size {net.cfg.net_size})")
+            return 0
         model, extra = combine(args.members)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None

@@ -73,6 +73,22 @@ def test_combined_checkpoint_loads_as_the_mean_and_records_its_members(members, 
     assert isinstance(plain, MeanOfNetworks) and not any(m.cfg.flip_tta for m in plain.members)
 
 
+def test_a_member_comes_back_out_unchanged(members, tmp_path):
+    mean = tmp_path / "mean.pt"
+    ensemble_main([str(mean), *map(str, members)])
+    back = tmp_path / "member-1.pt"
+    assert ensemble_main([str(back), "--extract", "1", str(mean)]) == 0
+    got, ckpt = load_model(back)
+    want, want_ckpt = load_model(members[1])
+    assert isinstance(got, BoneAgeNet) and got.cfg == want.cfg and ckpt["split"] == want_ckpt["split"]
+    for k, v in want.state_dict().items():
+        torch.testing.assert_close(got.state_dict()[k], v)
+    with pytest.raises(SystemExit, match="member 2 does not exist"):
+        ensemble_main([str(back), "--extract", "2", str(mean)])
+    with pytest.raises(SystemExit, match="not a mean of networks"):
+        ensemble_main([str(back), "--extract", "0", str(members[0])])
+
+
 def test_combine_refuses_members_that_do_not_fit(members, tmp_path, phantom_run):
     net, ckpt = load_model(members[0])
     other_split = tmp_path / "other-split.pt"
