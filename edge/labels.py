@@ -34,7 +34,20 @@ class Labels:
         return Labels([self.ids[r] for r in rows], self.age[rows], self.male[rows], self.image_dir)
 
     def paths(self) -> list[Path]:
-        return [self.image_dir / f"{i}.png" for i in self.ids]
+        """Each id's image: <id>.png, else <id>.jpg / <id>.jpeg (train-299 holds JPEGs)."""
+        return [image_path(self.image_dir, i) for i in self.ids]
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def image_path(image_dir: Path, image_id: str) -> Path:
+    """The file holding image `image_id` in `image_dir`; the .png name when none exists (its error names it)."""
+    for suffix in IMAGE_SUFFIXES:
+        path = image_dir / f"{image_id}{suffix}"
+        if path.is_file():
+            return path
+    return image_dir / f"{image_id}.png"
 
 
 def read_labels(data: str | os.PathLike, csv_path: str | os.PathLike | None = None) -> Labels:

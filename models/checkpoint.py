@@ -42,7 +42,7 @@ def load_model(path, map_location="cpu") -> tuple[BoneAgeNet, dict]:
 
 
 # ModelConfig fields that no parameter's shape depends on.
-WEIGHTLESS_FIELDS = ("net_size", "flip_tta", "tta_zooms")
+WEIGHTLESS_FIELDS = ("net_size", "flip_tta", "tta_zooms", "input")
 
 
 def with_config(model: BoneAgeNet, **changes) -> BoneAgeNet:

@@ -25,6 +25,7 @@ from models.augment import augment_batch
 from models.checkpoint import load_model, save_training_state, save_weights, with_config
 from models.data import load_images, make_split, read_labels, read_split, write_split
 from models.ema import WeightEMA
+from edge.config import INTERPOLATIONS
 from models.inception import MODEL_CONFIGS, BoneAgeNet, count_params
 
 
@@ -37,6 +38,8 @@ def parse_args(argv=None):
     p.add_argument("--model", default="w050-100", choices=list(MODEL_CONFIGS), help="base configuration")
     p.add_argument("--image-size", type=int, help="input size in px (overrides the model's)")
     p.add_argument("--resize", choices=["squash", "pad"], help="resize policy (overrides the model's)")
+    p.add_argument("--interpolation", choices=list(INTERPOLATIONS),
+                   help="how images are resized to the input size (overrides the model's; must be what made the data)")
     p.add_argument("--width", type=float, help="channel width multiplier (overrides the model's)")
     p.add_argument("--heads", choices=["shared", "branch"], help="head design (overrides the model's)")
     p.add_argument("--net-size", type=int, help="the network resizes its input to this size first "
@@ -82,14 +85,18 @@ def _share(text: str) -> float:
 
 
 def build_config(args, age: np.ndarray):
-    cfg = MODEL_CONFIGS[args.model]
-    if args.image_size:
-        cfg = cfg.with_input(height=args.image_size, width=args.image_size)
-    if args.resize:
-        cfg = cfg.with_input(resize=args.resize)
+    cfg = with_input_args(MODEL_CONFIGS[args.model], args)
     changes = {k: v for k, v in (("width", args.width), ("heads", args.heads)) if v is not None}
     changes |= {"sex_heads": True} if args.sex_heads else {}
     return replace(cfg, age_mean=float(age.mean()), age_std=float(age.std()), **changes, **_weightless(args))
+
+
+def with_input_args(cfg, args):
+    """cfg with the command line's input size, resize policy and interpolation. No weight depends on them
+    (the network pools globally), so a trained network can start again at another input."""
+    changes = {"height": args.image_size, "width": args.image_size} if args.image_size else {}
+    changes |= {k: v for k, v in (("resize", args.resize), ("interpolation", args.interpolation)) if v}
+    return cfg.with_input(**changes) if changes else cfg
 
 
 def _weightless(args) -> dict:
@@ -157,6 +164,8 @@ def main(argv=None):
     if args.limit:
         labels = labels.subset(labels.ids[: args.limit])
     split_path = Path(args.split_file) if args.split_file else out / "split.json"
+    if args.split_file and not split_path.is_file():  # a typo must not silently make a new split
+        raise SystemExit(f"edge-train: --split-file {split_path}: no such file")
     if rank == 0 and not split_path.exists():
         write_split(make_split(labels, seed=args.seed), split_path, args.seed, str(data_dir))
     _barrier(world)
@@ -172,6 +181,7 @@ def main(argv=None):
             raise SystemExit(f"{args.init_from}: a mean of networks (models.ensemble) is not trained; "
                              "start from one of its member checkpoints")
         model = with_config(model, **_weightless(args))
+        model = with_config(model, input=with_input_args(model.cfg, args).input)
         cfg = model.cfg
         log(f"initialised from {args.init_from}")
     else:
