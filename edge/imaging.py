@@ -29,6 +29,18 @@ class ImageError(ValueError):
 
 
 def load_radiograph(path) -> np.ndarray:
+    """A file -> 2-D float32 in [0, 1]."""
+    return to_unit(decode_radiograph(path))
+
+
+def to_unit(img: np.ndarray) -> np.ndarray:
+    """A decoded radiograph (uint8, or float32 in [0, 1]) -> float32 in [0, 1]."""
+    return img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img
+
+
+def decode_radiograph(path) -> np.ndarray:
+    """A file -> 2-D array: uint8 for 8-bit sources (so they can be resized in Pillow's 8-bit mode, exactly as
+    the RSNA sets were made, and cheaply), else float32 in [0, 1] (16-bit PNG, DICOM)."""
     path = Path(path)
     if not path.is_file():
         raise ImageError(path, "no such file")
@@ -79,7 +91,7 @@ def _pil_to_unit_gray(im: Image.Image) -> np.ndarray:
         return _minmax(a)
     if im.mode not in ("L", "1"):
         im = im.convert("L")  # RGB(A), P, LA, CMYK: luminance
-    return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+    return np.asarray(im.convert("L"), dtype=np.uint8)
 
 
 def _decode_dicom(path: Path) -> np.ndarray:

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from edge.config import InputSpec
-from edge.imaging import load_radiograph
+from edge.imaging import decode_radiograph
 
 _FILTERS = {
     "nearest": Image.Resampling.NEAREST,
@@ -22,13 +22,17 @@ _FILTERS = {
 
 def preprocess(source, spec: InputSpec) -> np.ndarray:
     """A path or a 2-D array (grayscale, any range) -> (C, H, W) float32 network input."""
-    img = load_radiograph(source) if not isinstance(source, np.ndarray) else _as_unit_gray(source)
+    img = decode_radiograph(source) if not isinstance(source, np.ndarray) else _as_unit_gray(source)
     return to_model_input(img, spec)
 
 
 def to_model_input(img: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """2-D float image in [0, 1] -> (C, H, W) float32, resized and normalised as `spec` says."""
+    """2-D image (uint8, or float in [0, 1]) -> (C, H, W) float32, resized and normalised as `spec` says.
+    uint8 is resized in Pillow's 8-bit mode: that is how the RSNA sets were made from the 8-bit originals
+    (train-299: BILINEAR, identical pixels on fullres/; the float path differs by up to 0.8 grey levels)."""
     img = resize(img, spec)
+    if img.dtype == np.uint8:
+        img = img.astype(np.float32) / 255.0
     img = normalize(img, spec)
     return np.repeat(img[None], spec.channels, axis=0)
 
@@ -37,7 +41,10 @@ def resize(img: np.ndarray, spec: InputSpec) -> np.ndarray:
     if spec.resize == "pad":
         img = pad_to_aspect(img, spec.height / spec.width)
     if img.shape == (spec.height, spec.width):
-        return img.astype(np.float32, copy=False)
+        return img if img.dtype == np.uint8 else img.astype(np.float32, copy=False)
+    if img.dtype == np.uint8:
+        out = Image.fromarray(np.ascontiguousarray(img)).resize((spec.width, spec.height), _FILTERS[spec.interpolation])
+        return np.asarray(out)
     # Pillow's 32-bit float mode keeps 16-bit detail that an 8-bit round trip would lose.
     pil = Image.fromarray(np.ascontiguousarray(img, dtype=np.float32), mode="F")
     out = pil.resize((spec.width, spec.height), _FILTERS[spec.interpolation])
@@ -50,7 +57,8 @@ def pad_to_aspect(img: np.ndarray, aspect_hw: float) -> np.ndarray:
     border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
     fill = float(np.median(border))
     target_h, target_w = max(h, round(w * aspect_hw)), max(w, round(h / aspect_hw))
-    out = np.full((target_h, target_w), fill, dtype=np.float32)
+    dtype = np.uint8 if img.dtype == np.uint8 else np.float32
+    out = np.full((target_h, target_w), round(fill) if dtype == np.uint8 else fill, dtype=dtype)
     top, left = (target_h - h) // 2, (target_w - w) // 2
     out[top:top + h, left:left + w] = img
     return out
@@ -69,6 +77,8 @@ def _as_unit_gray(a: np.ndarray) -> np.ndarray:
         a = a[..., :3].mean(axis=-1)
     if a.ndim != 2:
         raise ValueError(f"expected a 2-D grayscale array, got shape {a.shape}")
+    if a.dtype == np.uint8:
+        return a  # resized in 8-bit mode, like a file (to_model_input)
     if np.issubdtype(a.dtype, np.integer):
         top = 255.0 if a.dtype == np.uint8 else float(np.iinfo(a.dtype).max)
         return (a.astype(np.float32) / top).clip(0, 1)
