@@ -13,7 +13,6 @@ import numpy as np
 # Rayed, Amasya, Sezdi, J Imaging Inform Med 2025 (abstract): RSNA 2017, 7:2:1 split.
 PAPER = {"mae": 3.1, "mse": 25.0, "icc": 0.997, "accuracy": 0.95, "auc": 0.97, "kappa": 0.898}
 METRIC_KEYS = ("mae", "mse", "rmse", "icc", "accuracy", "auc", "kappa", "kappa_p", "n")
-HIGHER_IS_BETTER = {"icc", "accuracy", "auc", "kappa"}
 
 
 def mae(y, p) -> float:

@@ -92,8 +92,8 @@ def test_kappa_p_value_by_hand_on_a_2x2_table():
 
 
 def test_kappa_p_value_matches_statsmodels():
-    inter_rater = pytest.importorskip("statsmodels.stats.inter_rater",
-                                      reason="statsmodels not installed (optional cross-check)")
+    from statsmodels.stats import inter_rater  # in the dev extra: an independent implementation
+
     rng = np.random.default_rng(7)
     for _ in range(5):
         y = rng.integers(0, 2, 150)
@@ -143,15 +143,20 @@ def test_icc_matches_reference_on_random_matrices(seed):
     assert metrics.icc(x) == pytest.approx(reference_iccs(x)["ICC(2,1)"], abs=1e-10)
 
 
-def test_icc_matches_pingouin():
-    pg = pytest.importorskip("pingouin", reason="pingouin not installed (optional cross-check)")
+@pytest.mark.parametrize("seed", [None, 0, 1])
+def test_icc_matches_pingouin(seed):
     import pandas as pd
+    import pingouin as pg  # in the dev extra: an independent implementation
 
-    n, k = SHROUT_FLEISS.shape
+    x = SHROUT_FLEISS if seed is None else np.random.default_rng(seed).normal(100, 20, (30, 1)) + \
+        np.random.default_rng(seed + 10).normal(0, 8, (30, 2)) + [0.0, 6.0]
+    n, k = x.shape
     df = pd.DataFrame({"target": np.repeat(np.arange(n), k), "rater": np.tile(np.arange(k), n),
-                       "rating": SHROUT_FLEISS.ravel()})
+                       "rating": x.ravel()})
     table = pg.intraclass_corr(data=df, targets="target", raters="rater", ratings="rating").set_index("Type")
-    assert metrics.icc(SHROUT_FLEISS) == pytest.approx(table.loc["ICC2", "ICC"], abs=1e-9)
+    # pingouin names McGraw & Wong's forms: ICC(A,1) is absolute agreement, Shrout & Fleiss's ICC(2,1).
+    assert metrics.icc(x) == pytest.approx(table.loc["ICC(A,1)", "ICC"], abs=1e-9)
+    assert metrics.icc(x) != pytest.approx(table.loc["ICC(C,1)", "ICC"], abs=1e-3)
 
 
 def test_icc_perfect_prediction_is_one_and_offset_lowers_it():
