@@ -46,8 +46,22 @@ def rsna_root() -> Path:
     root = Path(env) if env else REPO.parent / "shared" / "data" / "rsna-boneage"
     if not root.is_dir():
         how = "BONEAGE_DATA" if env else "the default ../shared/data/rsna-boneage (set BONEAGE_DATA to override)"
-        pytest.skip(f"RSNA bone-age data not found at {root} ({how})")
+        missing_data(f"RSNA bone-age data not found at {root} ({how})")
     return root
+
+
+def missing_data(message: str) -> None:
+    """Skip a test that needs the RSNA data, or fail it where the data must be there (CI has it: a silent skip
+    there would hide every real-data check)."""
+    if data_required():
+        pytest.fail(message + "; BONEAGE_DATA_REQUIRED=1 or CI is set, so this is an error, not a skip", pytrace=False)
+    pytest.skip(message)
+
+
+def data_required() -> bool:
+    """Whether a missing RSNA folder fails the run: .ci/run sets BONEAGE_DATA_REQUIRED=1; CI services set CI."""
+    flag = os.environ.get("BONEAGE_DATA_REQUIRED", os.environ.get("CI", ""))
+    return flag.strip().lower() not in ("", "0", "false", "no")
 
 
 def _train(out: Path, *extra: str) -> int:

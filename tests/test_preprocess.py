@@ -217,7 +217,7 @@ def test_default_spec_reproduces_the_rsna_100px_set(rsna_root):
     the pixels of the RSNA 100 px set, so training on train-100px matches clinic preprocessing."""
     ids = sorted(p.stem for p in (rsna_root / "fullres" / "images").glob("*.png"))[:3]
     if len(ids) < 3:
-        pytest.skip(f"fewer than 3 full-resolution images under {rsna_root / 'fullres' / 'images'}")
+        missing_data(f"fewer than 3 full-resolution images under {rsna_root / 'fullres' / 'images'}")
     spec = InputSpec()
     assert (spec.height, spec.width, spec.resize, spec.interpolation) == (100, 100, "squash", "nearest")
     for i in ids:
