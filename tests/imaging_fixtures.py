@@ -36,8 +36,10 @@ def write_jpeg_rotated(path: Path) -> Path:
 
 
 def write_dicom(path: Path, arr16: np.ndarray, monochrome1=False, slope=1.0, intercept=0.0, window=None,
-                pixel_data=True, transfer_syntax=None) -> Path:
-    from pydicom.dataset import FileDataset, FileMetaDataset
+                pixel_data=True, transfer_syntax=None, voi_lut=None) -> Path:
+    """A CR DICOM of `arr16`: (H, W) or (frames, H, W); a signed integer array is stored signed
+    (PixelRepresentation 1). voi_lut: (first stored value mapped, 16-bit LUT entries) as a VOI LUT Sequence."""
+    from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
     meta = FileMetaDataset()
@@ -47,15 +49,25 @@ def write_dicom(path: Path, arr16: np.ndarray, monochrome1=False, slope=1.0, int
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
     ds.Modality = "CR"
-    ds.Rows, ds.Columns = arr16.shape
+    signed = np.issubdtype(arr16.dtype, np.signedinteger)
+    if arr16.ndim == 3:
+        ds.NumberOfFrames = arr16.shape[0]
+    ds.Rows, ds.Columns = arr16.shape[-2:]
     ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, 16, 12, 11
-    ds.PixelRepresentation = 0
+    ds.PixelRepresentation = int(signed)
     ds.PhotometricInterpretation = "MONOCHROME1" if monochrome1 else "MONOCHROME2"
     ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
     if window:
         ds.WindowCenter, ds.WindowWidth = window
+    if voi_lut is not None:
+        first, entries = voi_lut
+        item = Dataset()
+        item.LUTDescriptor = [len(entries), int(first), 16]
+        item.LUTData = [int(v) for v in entries]
+        item["LUTData"].VR = "US"
+        ds.VOILUTSequence = [item]
     if pixel_data:
-        ds.PixelData = arr16.astype(np.uint16).tobytes()
+        ds.PixelData = arr16.astype(np.int16 if signed else np.uint16).tobytes()
     ds.save_as(path, enforce_file_format=True)
     return path
 

@@ -33,20 +33,72 @@ def test_jpeg_exif_orientation_is_applied(tmp_path):
     assert _corr(a, ref) > 0.99  # without exif_transpose the stored (rotated) pixels would not match
 
 
+def _unit(a) -> np.ndarray:
+    """Min-max to [0, 1], computed here in float64: what edge.imaging does last to a DICOM's output values."""
+    a = np.asarray(a, np.float64)
+    return (a - a.min()) / (a.max() - a.min())
+
+
+def _close(got, want):
+    np.testing.assert_allclose(got, want, atol=2e-6)  # float32 rounding of the module's arithmetic
+
+
+# Each case: how the file stores a 12-bit radiograph, and the pixels worked out by hand from DICOM PS3.3
+# C.7.6.3.1.4 (MONOCHROME1/2), C.11.1 (modality LUT: slope * stored + intercept), C.11.2 (VOI LUT).
 @pytest.mark.parametrize("monochrome1", [False, True])
-def test_dicom_modality_lut_and_photometric(tmp_path, monochrome1):
-    f = write_dicom(tmp_path / "x.dcm", dicom_pixels(monochrome1), monochrome1=monochrome1, slope=2.0, intercept=-10)
-    a = load_radiograph(f)
+def test_dicom_rescale_and_photometric(tmp_path, monochrome1):
+    raw = dicom_pixels(monochrome1)
+    a = load_radiograph(write_dicom(tmp_path / "x.dcm", raw, monochrome1=monochrome1, slope=2.0, intercept=-10))
+    want = _unit(2.0 * raw - 10)
+    _close(a, 1 - want if monochrome1 else want)
     assert _corr(a, phantom()) > 0.999  # bone bright in both photometric interpretations
-    assert a.min() == 0.0 and a.max() == 1.0
+
+
+def test_dicom_negative_slope_inverts_the_stored_values(tmp_path):
+    # A negative slope turns the stored values round: skipping the modality LUT would show bone dark.
+    raw = dicom_pixels()
+    a = load_radiograph(write_dicom(tmp_path / "neg.dcm", raw, slope=-1.5, intercept=6000))
+    _close(a, _unit(6000 - 1.5 * raw.astype(np.float64)))
+    assert _corr(a, phantom()) < -0.999
+
+
+def test_dicom_signed_pixels_keep_their_sign(tmp_path):
+    # PixelRepresentation 1: -2048..2047. Read as unsigned, every negative value would wrap to the top.
+    raw = dicom_pixels().astype(np.int16) - 2048
+    assert raw.min() < 0 < raw.max()
+    a = load_radiograph(write_dicom(tmp_path / "signed.dcm", raw, slope=1.0, intercept=100))
+    _close(a, _unit(raw + 100.0))
+    assert _corr(a, phantom()) > 0.999
+
+
+def test_dicom_voi_lut_sequence_is_applied(tmp_path):
+    # A non-linear VOI LUT (a square law) starting at stored value 1000: values below map to its first entry,
+    # values past its end to its last (PS3.3 C.11.2.1.1). Min-max alone cannot produce this curve.
+    raw = dicom_pixels()
+    first, n = 1000, 1024
+    entries = np.round(65535 * (np.arange(n) / (n - 1)) ** 2).astype(np.uint16)
+    a = load_radiograph(write_dicom(tmp_path / "lut.dcm", raw, voi_lut=(first, entries)))
+    want = _unit(entries[np.clip(raw.astype(np.int64) - first, 0, n - 1)])
+    _close(a, want)
+    assert np.max(np.abs(a - _unit(raw))) > 0.2  # really another curve than the stored values'
 
 
 def test_dicom_window_is_applied(tmp_path):
+    # Linear window (PS3.3 C.11.2.1.2.1): (x - (c - 0.5)) / (w - 1) + 0.5, clipped to [0, 1]; this phantom's
+    # values run past both ends of the window, so min-max leaves it as it is.
     raw = dicom_pixels()
-    narrow = load_radiograph(write_dicom(tmp_path / "w.dcm", raw, window=(1000, 200)))
-    # a narrow window saturates: far more pixels at the extremes than in the unwindowed image
-    full = load_radiograph(write_dicom(tmp_path / "f.dcm", raw))
-    assert np.mean((narrow == 0) | (narrow == 1)) > np.mean((full == 0) | (full == 1)) + 0.2
+    c, w = 1000, 200
+    a = load_radiograph(write_dicom(tmp_path / "w.dcm", raw, window=(c, w)))
+    want = np.clip((raw - (c - 0.5)) / (w - 1) + 0.5, 0, 1)
+    assert want.min() == 0 and want.max() == 1
+    _close(a, want)
+
+
+def test_dicom_multi_frame_reads_the_first_frame(tmp_path):
+    raw = dicom_pixels()
+    frames = np.stack([raw, 4095 - raw, np.zeros_like(raw)])
+    a = load_radiograph(write_dicom(tmp_path / "frames.dcm", frames))
+    _close(a, _unit(raw))
 
 
 def test_dicom_detected_by_magic_without_suffix(tmp_path):
