@@ -1,0 +1,97 @@
+"""One loaded model shared by the web page, the JSON API and the DICOM node.
+
+Uploads and received datasets are decoded from memory: on Linux they are handed to the runtime as an anonymous
+in-memory file (memfd), so the runtime's one decoding path (edge.imaging, DICOM tags included) reads them and
+nothing touches the disk. Elsewhere a private temporary folder holds the file for the duration of the call.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import os
+import re
+import tempfile
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+from edge.runtime import BoneAgeModel, Failure, Prediction
+
+
+class Service:
+    def __init__(self, model: BoneAgeModel, serialise: bool = True):
+        self.model = model
+        # BoneAgeModel is not yet proven safe to share across threads for every backend (OpenVINO infer
+        # requests are not); until it is, one call runs at a time. Requests still overlap their I/O.
+        self._lock = threading.Lock() if serialise else None
+
+    @classmethod
+    def load(cls, bundle=None, backend="auto", precision="auto", threads=None) -> "Service":
+        return cls(BoneAgeModel.load(bundle, backend=backend, precision=precision, threads=threads))
+
+    def predict(self, uploads: list[tuple[str, bytes]], sex=None, age=None) -> list[Prediction | Failure]:
+        """[(file name as the user named it, file bytes)] -> one record each, in order, named by that name.
+        sex, age: the patient's, if known (one for every upload)."""
+        names = [safe_name(name) for name, _ in uploads]
+        with memory_files([data for _, data in uploads]) as paths:
+            with self._locked():
+                results = self.model.predict_many(paths, batch_size=1, **self._patient(sex, age))
+            return [_renamed(r, path, name) for r, path, name in zip(results, paths, names)]
+
+    def _patient(self, sex, age) -> dict:
+        if age is not None and "age" not in inspect.signature(self.model.predict_many).parameters:
+            raise ValueError("this runtime does not take a chronological age (edge.clinical not installed)")
+        return {"sex": sex} if age is None else {"sex": sex, "age": age}
+
+    def model_info(self) -> dict:
+        """Bundle name, version, backend, input spec and the measured accuracy stored in bundle.json."""
+        meta = self.model.bundle.meta
+        spec = self.model.spec
+        return {"name": meta.get("model", {}).get("name", ""), "version": meta.get("model", {}).get("version", ""),
+                "backend": self.model.backend_name, "precision": self.model.precision,
+                "input": {"height": spec.height, "width": spec.width, "channels": spec.channels},
+                "uses_sex": self.model.uses_sex, "reference_metrics": meta.get("reference_metrics", {})}
+
+    @contextmanager
+    def _locked(self):
+        if self._lock is None:
+            yield
+        else:
+            with self._lock:
+                yield
+
+
+def safe_name(name: str | None) -> str:
+    """A client's file name as a plain base name: no folders, no control characters, bounded length."""
+    base = re.split(r"[\\/]", name or "")[-1]
+    base = re.sub(r"[\x00-\x1f\x7f]", "", base).strip()
+    return base[:200] or "upload"
+
+
+def _renamed(result, path: str, name: str):
+    """The runtime names a result by the path it read; the user knows the upload's name."""
+    if isinstance(result, Failure):
+        return dataclasses.replace(result, file=name, error=result.error.replace(path, name))
+    return dataclasses.replace(result, file=name)
+
+
+@contextmanager
+def memory_files(blobs: list[bytes]):
+    """Paths the runtime can open, one per blob, gone when the block exits."""
+    if hasattr(os, "memfd_create"):
+        fds = []
+        try:
+            for data in blobs:
+                fds.append(os.memfd_create("edge-serve-upload", os.MFD_CLOEXEC))
+                with open(fds[-1], "wb", closefd=False) as f:
+                    f.write(data)
+            yield [f"/proc/self/fd/{fd}" for fd in fds]
+        finally:
+            for fd in fds:
+                os.close(fd)
+    else:  # not Linux: a private folder, removed with its files when the call ends
+        with tempfile.TemporaryDirectory(prefix="edge-serve-") as tmp:
+            paths = [Path(tmp) / f"upload-{k}" for k in range(len(blobs))]
+            for p, data in zip(paths, blobs):
+                p.write_bytes(data)
+            yield [str(p) for p in paths]
