@@ -132,3 +132,68 @@ def phantom_bundle(phantom_run, phantom_data, phantom_sex_heads, tmp_path_factor
                  "--calibration-data", str(phantom_data), "--calibration-size", "64",
                  "--samples", *map(str, samples)]) == 0
     return out
+
+
+# ---------------------------------------------------------------- fast: a hand-written graph, no training
+
+TINY_N = 24  # labelled images; noise of the labels around the FP32 graph's ages: +-NOISE months, alternating
+TINY_NOISE = 1.5
+
+
+@pytest.fixture(scope="session")
+def tiny_images(tmp_path_factory) -> list[Path]:
+    """TINY_N phantom radiographs (PNG, 8-bit), every other one mirrored so the tiny graph reads both sexes; none
+    it reads as P(male) within 0.1 of 0.5, where INT8 rounding could flip the call."""
+    import numpy as np
+    from PIL import Image
+
+    from edge.config import InputSpec
+    from edge.preprocess import preprocess
+    from models.phantoms import render_phantom
+    from tiny_bundle import SPEC, reference_outputs
+
+    out = tmp_path_factory.mktemp("tiny-images")
+    rng = np.random.default_rng(0)
+    paths = []
+    for k in range(4 * TINY_N):
+        img = render_phantom(float(1 + (37 * k) % 228), k % 3 == 0, 96, rng)
+        path = out / f"hand-{len(paths):02d}.png"
+        Image.fromarray(np.fliplr(img).copy() if k % 2 else img).save(path)
+        if abs(reference_outputs(preprocess(path, InputSpec(**SPEC))[None])["p_male"][0] - 0.5) > 0.1:
+            paths.append(path)
+        if len(paths) == TINY_N:
+            return paths
+    raise AssertionError("too few phantoms away from P(male) 0.5")
+
+
+@pytest.fixture(scope="session")
+def tiny_noise():
+    import numpy as np
+
+    return TINY_NOISE * np.where(np.arange(TINY_N) % 2, 1.0, -1.0)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tiny_images, tiny_noise, tmp_path_factory) -> Path:
+    from tiny_bundle import write_labelled
+
+    return write_labelled(tmp_path_factory.mktemp("tiny-data"), tiny_images, tiny_noise)
+
+
+def _tiny(tmp_path_factory, tiny_images, name: str, damage: float = 0.0) -> Path:
+    from tiny_bundle import make_tiny_bundle
+
+    split = {"train": [], "val": [], "test": [str(k + 1) for k in range(TINY_N)]}
+    return make_tiny_bundle(tmp_path_factory.mktemp(name), tiny_images[:3], split, damage)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, tiny_images) -> Path:
+    """A real bundle (FP32 + Q/DQ INT8 ONNX) of a hand-written graph (tests/tiny_bundle.py): made in a second."""
+    return _tiny(tmp_path_factory, tiny_images, "tiny-bundle")
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_damaged(tmp_path_factory, tiny_images) -> Path:
+    """The same bundle whose INT8 model puts every age 3 months high (tests/tiny_bundle.py: damage)."""
+    return _tiny(tmp_path_factory, tiny_images, "tiny-bundle-damaged", damage=3.0)
