@@ -37,6 +37,8 @@ def parse_args(argv=None):
     p.add_argument("--no-int8", action="store_true", help="FP32 artifacts only")
     p.add_argument("--samples", nargs="*", default=[], help="sample radiographs to ship with their FP32 outputs")
     p.add_argument("--version", default="0.1.0", help="model version written into the bundle")
+    p.add_argument("--split-file", help="the training split (split.json); default: the one the checkpoint records, "
+                                        "found as written, else under the checkpoint's folders")
     return p.parse_args(argv)
 
 
@@ -48,6 +50,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     print(f"[1/5] loading {args.checkpoint}")
     fp32, ckpt = load_model(args.checkpoint)
+    ckpt["split"] = resolve_split(args.checkpoint, args.split_file or ckpt.get("split"))
     cfg = fp32.cfg
     meta = base_metadata(cfg, ckpt, args)
     embedded = {k: meta[k] for k in ("model", "config", "outputs")}
@@ -72,7 +75,7 @@ def main(argv=None) -> int:
     if ov_info is not None:
         meta["openvino_int8"] = ov_info
 
-    if ckpt.get("split") and Path(ckpt["split"]).exists():
+    if ckpt["split"]:
         shutil.copyfile(ckpt["split"], out / "split.json")  # edge-verify evaluates on the same test ids
 
     print("[4/5] reference outputs")
@@ -87,9 +90,25 @@ def main(argv=None) -> int:
     return 0
 
 
+def resolve_split(checkpoint, split) -> str | None:
+    """The split file a checkpoint records, as an existing path; None when it records none. edge-train writes
+    the path as given on its command line (often relative to where it ran), so a relative path is also looked
+    for under each folder above the checkpoint. One that is nowhere stops the export: a bundle without its
+    split.json cannot be verified on its own test ids."""
+    if not split:
+        return None
+    split = Path(split)
+    folders = [Path.cwd()] + ([] if split.is_absolute() else list(Path(checkpoint).resolve().parents))
+    found = next((f / split for f in folders if (f / split).is_file()), None)
+    if found is None:
+        raise SystemExit(f"edge-export: {checkpoint}: its split file {str(split)!r} is not found (here or under the "
+                         "checkpoint's folders); pass it with --split-file")
+    return str(found)
+
+
 def base_metadata(cfg, ckpt: dict, args) -> dict:
     split_file = ckpt.get("split")
-    counts = json.loads(Path(split_file).read_text()).get("counts") if split_file and Path(split_file).exists() else None
+    counts = json.loads(Path(split_file).read_text()).get("counts") if split_file else None
     return {
         "model": {"name": cfg.name, "version": args.version, "edge_version": edge.__version__,
                   "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "git_sha": _git_sha()},

@@ -186,3 +186,34 @@ def test_export_refuses_int8_models_with_the_wrong_activations():
         _check_activations("b.pt", unsigned, signed=True)
     with pytest.raises(SystemExit, match=r"a\.pt: its activations are not unsigned"):
         _check_activations("a.pt", signed, signed=False)
+
+
+def test_a_relative_split_path_is_found_under_the_checkpoints_folders(tmp_path, monkeypatch):
+    # edge-train records the split as it was given on its command line: relative to where it ran.
+    from export.cli import resolve_split
+
+    run = tmp_path / "repo" / "runs" / "x"
+    run.mkdir(parents=True)
+    (run / "best.pt").write_bytes(b"")
+    (run / "split.json").write_text("{}")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert resolve_split(run / "best.pt", "runs/x/split.json") == str(run / "split.json")
+    assert resolve_split(run / "best.pt", str(run / "split.json")) == str(run / "split.json")
+    assert resolve_split(run / "best.pt", None) is None  # a checkpoint that records no split
+    with pytest.raises(SystemExit, match=r"best\.pt: its split file 'runs/y/split\.json' is not found.*--split-file"):
+        resolve_split(run / "best.pt", "runs/y/split.json")
+
+
+def test_export_stops_when_the_recorded_split_is_nowhere(tmp_path):
+    # Before: the bundle was written without split.json, and edge-verify could not find its test ids.
+    from export.cli import main
+    from models.checkpoint import save_weights
+    from models.inception import create_model
+
+    ckpt = tmp_path / "best.pt"
+    save_weights(ckpt, create_model("w035-100"), {"split": "runs/gone/split.json"})
+    with pytest.raises(SystemExit) as e:
+        main(["--checkpoint", str(ckpt), "--out", str(tmp_path / "bundle"), "--no-int8"])
+    assert "runs/gone/split.json" in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "bundle" / "bundle.json").exists()
