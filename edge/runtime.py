@@ -34,6 +34,19 @@ class Prediction:
     ms: float
     given_sex: str = ""
     warning: str = ""
+    # Clinical context (edge.clinical.context.annotate; docs/CLINICAL.md): None/"" where not computed.
+    given_sex_source: str = ""  # where given_sex came from: "--sex", "<csv> line N", "DICOM PatientSex"
+    interval_low_months: float | None = None  # conformal prediction interval of bone_age_months
+    interval_high_months: float | None = None
+    interval_level: float | None = None  # its nominal coverage, e.g. 0.9
+    p_male_calibrated: float | None = None  # P(male) after the bundle's Platt scaling
+    sex_uncertain: bool = False  # calibrated confidence below the bundle's threshold: sex call is "uncertain"
+    chronological_age_months: float | None = None
+    age_source: str = ""  # "--age", "<csv> line N", "DICOM PatientBirthDate + StudyDate", "DICOM PatientAge"
+    delay_months: float | None = None  # bone age - chronological age
+    sds: float | None = None  # delay / Greulich-Pyle SD at that age and sex (edge.clinical.reference)
+    category: str = ""  # "delayed" (SDS < -2) / "within" / "advanced" (SDS > +2); "" without an SDS
+    context_note: str = ""  # why something above is missing (no age given, age outside the reference...)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,0 +1,56 @@
+"""Put each Prediction in clinical context: interval, calibrated P(male), chronological age, delay, SDS.
+
+Computed after the network outputs, from the record and the patient's information alone, so every output
+(table, JSON, CSV, report, web page, DICOM SR) renders the same fields. What was fitted on validation data
+is read from the bundle's bundle.json "clinical" key (written by `python -m export.calibrate`).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from edge.clinical import calibration, intervals, reference
+from edge.clinical.patient import Patient
+
+DEFAULT_LEVEL = 0.9
+
+
+def fitted(bundle) -> dict | None:
+    """The bundle's clinical calibration, or None for a bundle calibrated before it existed."""
+    return bundle.meta.get("clinical")
+
+
+def annotate(pred, patient: Patient | None, clinical: dict | None, level: float = DEFAULT_LEVEL):
+    """A copy of `pred` (edge.runtime.Prediction) with the clinical fields filled in."""
+    fields, notes = {}, []
+    if clinical and "intervals" in clinical:
+        lo, hi = intervals.interval(clinical["intervals"], pred.bone_age_months, bool(pred.given_sex), level)
+        fields.update(interval_low_months=lo, interval_high_months=hi, interval_level=level)
+    else:
+        notes.append("no interval: the bundle has no clinical calibration (run python -m export.calibrate)")
+    sure_below = None
+    if clinical and "sex_calibration" in clinical:
+        cal = clinical["sex_calibration"]
+        q = calibration.apply(pred.p_male, cal["a"], cal["b"])
+        sure_below = cal["uncertain_below"]
+        fields.update(p_male_calibrated=q, sex_uncertain=max(q, 1 - q) < sure_below)
+    patient = patient or Patient()
+    if patient.age_months is not None:
+        fields.update(chronological_age_months=patient.age_months, age_source=patient.age_source)
+    # The reference is sex-specific: the given sex, else the network's call when it is not uncertain.
+    sex = pred.given_sex or ("" if fields.get("sex_uncertain") else pred.sex)
+    ctx = reference.assess(pred.bone_age_months, patient.age_months, sex)
+    if ctx.note:
+        notes.append(ctx.note)
+    elif not pred.given_sex:
+        notes.append(f"SDS read against the sex the image shows ({sex}); give the sex to be sure")
+    fields.update(delay_months=ctx.delay_months, sds=ctx.sds, category=ctx.category,
+                  given_sex_source=patient.sex_source if pred.given_sex else "", context_note="; ".join(notes))
+    return replace(pred, **fields)
+
+
+def in_context(results, patients, bundle, level: float = DEFAULT_LEVEL) -> list:
+    """annotate() for a batch: Failures pass through; patients: one Patient (or None) per result."""
+    from edge.runtime import Prediction
+
+    clinical = fitted(bundle)
+    return [annotate(r, p, clinical, level) if isinstance(r, Prediction) else r for r, p in zip(results, patients)]

@@ -1,0 +1,198 @@
+"""Who the radiograph belongs to, as far as the estimate needs: chronological age and the given sex.
+
+Sources, most explicit first: the command line (--age, --sex), a patients CSV (columns file, sex, and age or
+birth_date + study_date), then the DICOM file's own tags (PatientBirthDate with StudyDate, else
+AcquisitionDate, else ContentDate; else PatientAge such as 010Y or 126M; PatientSex). A value that cannot be
+parsed, or an age outside 0-20 years, is a PatientError: a one-line message for that file, the batch goes on.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+MONTH_DAYS = 365.2425 / 12  # mean Gregorian month: ages from dates are in fractional months
+MAX_AGE_MONTHS = 240.0  # 20 years: beyond it a hand radiograph has no bone age
+DATE_TAGS = ("StudyDate", "AcquisitionDate", "ContentDate")
+
+
+class PatientError(ValueError):
+    """Unusable patient information; str() is the one-line message."""
+
+
+@dataclass(frozen=True)
+class Patient:
+    age_months: float | None = None
+    age_source: str = ""  # e.g. "DICOM PatientBirthDate + StudyDate", "--age", "patients.csv line 3"
+    sex: str = ""  # "female" / "male" / "" (not given)
+    sex_source: str = ""  # "--sex", "patients.csv line 3", "DICOM PatientSex"
+
+    def over(self, other: "Patient") -> "Patient":
+        """This patient's values, with `other`'s where this one has none."""
+        age = (self.age_months, self.age_source) if self.age_months is not None else (other.age_months, other.age_source)
+        sex = (self.sex, self.sex_source) if self.sex else (other.sex, other.sex_source)
+        return Patient(age[0], age[1], sex[0], sex[1])
+
+
+def check_age(months: float, what: str) -> float:
+    if not 0.0 <= months <= MAX_AGE_MONTHS:
+        raise PatientError(f"{what} gives an age of {months / 12:.1f} years, outside 0-20 years")
+    return float(months)
+
+
+_AGE_TEXT = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*y)?\s*(?:(\d+(?:\.\d+)?)\s*m)?\s*$", re.I)
+
+
+def parse_age(text: str) -> float:
+    """'10y3m', '10y 3m', '123m', '10.25y', '10y' -> months. A bare number is refused: years or months?"""
+    m = _AGE_TEXT.match(str(text))
+    if not m or (m.group(1) is None and m.group(2) is None):
+        raise PatientError(f"age {text!r}: write it as 10y3m, 123m or 10.25y")
+    months = float(m.group(1) or 0) * 12 + float(m.group(2) or 0)
+    return check_age(months, f"age {text!r}")
+
+
+def parse_date(text: str, what: str) -> dt.date:
+    """DICOM DA (YYYYMMDD, or the old YYYY.MM.DD) or ISO YYYY-MM-DD."""
+    s = str(text).strip()
+    for fmt in ("%Y%m%d", "%Y-%m-%d", "%Y.%m.%d"):
+        try:
+            return dt.datetime.strptime(s, fmt).date()
+        except ValueError:
+            continue
+    raise PatientError(f"{what} {s!r} is not a date (YYYYMMDD or YYYY-MM-DD)")
+
+
+def age_between(birth: dt.date, on: dt.date, what: str) -> float:
+    if on < birth:
+        raise PatientError(f"{what}: the examination date {on} is before the birth date {birth}")
+    return check_age((on - birth).days / MONTH_DAYS, what)
+
+
+_AS = re.compile(r"^(\d{3})([DWMY])$")
+_AS_MONTHS = {"D": 1 / MONTH_DAYS, "W": 7 / MONTH_DAYS, "M": 1.0, "Y": 12.0}
+
+
+def parse_dicom_age(text: str) -> float:
+    """DICOM AS value ('010Y', '126M', '020W', '100D') -> months."""
+    m = _AS.match(str(text).strip().upper())
+    if not m:
+        raise PatientError(f"DICOM PatientAge {text!r} is not nnnD/W/M/Y")
+    return check_age(int(m.group(1)) * _AS_MONTHS[m.group(2)], f"DICOM PatientAge {text!r}")
+
+
+def from_dicom(path) -> Patient:
+    """Age and sex from a DICOM file's tags (no pixels read). A file that is not DICOM gives Patient()."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except (InvalidDicomError, OSError, ValueError, EOFError):
+        return Patient()  # the image decoder reports an unreadable file in its own words
+    sex = {"F": "female", "M": "male"}.get(str(ds.get("PatientSex", "") or "").strip().upper(), "")
+    age, source = None, ""
+    birth = str(ds.get("PatientBirthDate", "") or "").strip()
+    exam_tag = next((t for t in DATE_TAGS if str(ds.get(t, "") or "").strip()), None)
+    if birth and exam_tag:
+        what = f"DICOM PatientBirthDate + {exam_tag}"
+        age = age_between(parse_date(birth, "DICOM PatientBirthDate"),
+                          parse_date(str(ds.get(exam_tag)), f"DICOM {exam_tag}"), what)
+        source = what
+    elif str(ds.get("PatientAge", "") or "").strip():
+        age, source = parse_dicom_age(str(ds.get("PatientAge"))), "DICOM PatientAge"
+    return Patient(age, source, sex, "DICOM PatientSex" if sex else "")
+
+
+def read_patients(path) -> dict[str, Patient | PatientError]:
+    """A patients CSV -> {file as written: Patient, or the PatientError of an unusable row naming its line}.
+    Columns: file, and any of sex (F/M, empty: not known), age (10y3m / 123m / 10.25y), birth_date +
+    study_date (YYYY-MM-DD or YYYYMMDD). Only a CSV without a file column and one of those is an error for
+    the whole batch."""
+    from edge.runtime import parse_sex
+
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        col = {c.strip().lower(): c for c in reader.fieldnames or []}
+        if "file" not in col or not ({"sex", "age"} & set(col) or {"birth_date", "study_date"} <= set(col)):
+            raise ValueError(f"{path}: needs a header with columns file and sex, age, or birth_date and study_date;"
+                             f" found {reader.fieldnames}")
+        table: dict[str, Patient | PatientError] = {}
+        for row in reader:
+            where = f"{Path(path).name} line {reader.line_num}"
+            name = (row[col["file"]] or "").strip()
+            try:
+                patient = _row_patient(row, col, where, parse_sex)
+            except ValueError as e:
+                patient = PatientError(f"{path}, line {reader.line_num}: {e}")
+            if name in table and table[name] != patient:
+                patient = PatientError(f"{path}, line {reader.line_num}: {name} is listed twice, differently")
+            table[name] = patient
+    return table
+
+
+def _row_patient(row, col, where, parse_sex) -> Patient:
+    cell = lambda c: (row.get(col[c]) or "").strip() if c in col else ""  # noqa: E731
+    sex = parse_sex(cell("sex"))
+    age = None
+    if cell("age"):
+        age = parse_age(cell("age"))
+    elif cell("birth_date") or cell("study_date"):
+        if not (cell("birth_date") and cell("study_date")):
+            raise PatientError("give both birth_date and study_date (or age)")
+        age = age_between(parse_date(cell("birth_date"), "birth_date"), parse_date(cell("study_date"), "study_date"),
+                          "birth_date + study_date")
+    return Patient(age, where if age is not None else "", sex, where if sex else "")
+
+
+def lookup(files: list[str], table: dict) -> list:
+    """Each file's entry in a table keyed as written in a CSV: by the path as given, else by file name;
+    None when not listed. A file name that two inputs share, listed by name alone, is ambiguous: a
+    PatientError for both."""
+    names = [Path(f).name for f in files]
+    out = []
+    for f, name in zip(files, names):
+        if f in table:
+            out.append(table[f])
+        elif name in table:
+            out.append(PatientError(f"{name}: more than one input has this file name; give its path in the CSV")
+                       if names.count(name) > 1 else table[name])
+        else:
+            out.append(None)
+    return out
+
+
+def patients_for(files: list[str], age: str | None = None, sex: str = "", csv_path=None,
+                 read_dicom: bool = True) -> list[Patient | PatientError]:
+    """Each file's Patient: --age/--sex over the CSV's row over the DICOM file's own tags."""
+    from edge.runtime import parse_sex
+
+    given = Patient(parse_age(age) if age else None, "--age" if age else "", parse_sex(sex), "--sex" if sex else "")
+    rows = lookup(files, read_patients(csv_path)) if csv_path else [None] * len(files)
+    out: list[Patient | PatientError] = []
+    for f, row in zip(files, rows):
+        if isinstance(row, PatientError):
+            out.append(row)
+            continue
+        try:
+            own = from_dicom(f) if read_dicom and _looks_dicom(f) else Patient()
+        except PatientError as e:
+            if given.age_months is None and (row is None or row.age_months is None):
+                out.append(e)  # the age would come from this tag: the file fails
+                continue
+            own = Patient()  # the user's age stands in for a broken tag
+        out.append(given.over(row or Patient()).over(own))
+    return out
+
+
+def _looks_dicom(path) -> bool:
+    from edge.imaging import _is_dicom
+
+    p = Path(path)
+    return p.is_file() and p.stat().st_size > 0 and _is_dicom(p)
+
+
+__all__ = ["Patient", "PatientError", "parse_age", "parse_dicom_age", "from_dicom", "read_patients",
+           "patients_for", "lookup"]
