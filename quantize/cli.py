@@ -6,7 +6,8 @@
 
 Methods run in this order: structured pruning, unstructured pruning, INT8 (each optional, at least one).
 OUT/retention.json is always written; OUT/compressed.pt (quantize.compressed format, the input of
-edge-export --compressed) only when the final model passes the retention gate. Exit code 1 when it fails.
+edge-export --compressed) only when the final model passes the retention gate, and one left by an earlier run
+is removed when it fails. Exit code 1 when it fails.
 """
 from __future__ import annotations
 
@@ -93,6 +94,7 @@ class Images:
 def load_data(args, spec, split_file: Path, needs_training: bool) -> Images:
     labels = read_labels(args.data)
     split = read_split(split_file)
+    _require_split_images(labels, split, args.data, split_file)
     calib_ids = pick_calibration(split["train"], args.calibration_size, args.seed)
     # Fine-tuning needs every training image; without it the calibration subset is all that is read.
     train = labels.subset(split["train"] if needs_training else calib_ids)
@@ -102,6 +104,17 @@ def load_data(args, spec, split_file: Path, needs_training: bool) -> Images:
     val = labels.subset(split["val"])
     x_val = load_images(val.paths(), spec, progress=False)
     return Images(train, x_train, x_calib, calibration_info(calib_ids, args.data, split_file), val, x_val)
+
+
+def _require_split_images(labels: Labels, split: dict, data, split_file: Path) -> None:
+    """The gate and calibration need the very images the checkpoint was trained and validated on: a folder
+    without them (a clinic's own, another data set) is a one-line refusal, not a KeyError."""
+    have = set(labels.ids)
+    missing = {part: sum(i not in have for i in split[part]) for part in ("train", "val")}
+    if any(missing.values()):
+        raise SystemExit(f"edge-quantize: {data} lacks {missing['train']} training and {missing['val']} validation "
+                         f"images of the split {split_file}: --data must be the labelled folder the checkpoint was "
+                         "trained on (to check a model on other labelled images: edge-eval or edge-verify --data)")
 
 
 def run_structured(model, data: Images, args, epochs: int):
@@ -223,8 +236,11 @@ def write_results(out: Path, model, cfg, info: dict, rows: dict, label: str, kee
         # Under another name, so nothing downstream mistakes it for a model that passed.
         save_compressed(out / REJECTED_NAME, model, cfg, info)
         print(f"kept for benchmarking only: {out / REJECTED_NAME}")
-    if (out / DEFAULT_NAME).exists():
-        print(f"note: {out / DEFAULT_NAME} is left from an earlier run (its info records that run's verdict)")
+    stale = out / DEFAULT_NAME
+    if stale.exists():
+        # An earlier run's model beside this run's failing retention.json would be exported as if it passed.
+        stale.unlink()
+        print(f"removed {stale}: an earlier run's model, not the one this run judged")
     return 1
 
 

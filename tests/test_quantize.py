@@ -234,12 +234,26 @@ def test_cli_combines_methods_and_writes_a_loadable_model(run, tmp_path):
 
 
 def test_cli_refuses_a_model_that_fails_the_gate(run, tmp_path, capsys):
+    (tmp_path / "compressed.pt").write_bytes(b"an earlier run's model")
     assert _cli(run, tmp_path, "--prune-structured", "0.95", "--max-mae-increase", str(PHANTOM_GATE.max_mae_increase),
                 "--max-accuracy-drop", "1", "--max-auc-drop", "1") == 1
     assert not (tmp_path / "compressed.pt").exists()
     assert json.loads((tmp_path / "retention.json").read_text())["passed"] is False
-    assert "FAIL" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "FAIL" in printed and "an earlier run's model" in printed  # the old compressed.pt is gone, and said so
     assert not (tmp_path / "rejected.pt").exists()
+
+
+def test_a_failed_gate_removes_an_earlier_runs_compressed_model(tmp_path):
+    # Left in place, edge-export --compressed OUT/compressed.pt would ship the old model beside this run's FAIL.
+    from quantize.cli import write_results
+
+    (tmp_path / "compressed.pt").write_bytes(b"old")
+    rows = {"int8 ptq": {"passed": False, "failures": ["MAE +1.000 months > 0.25"]}}
+    info = {"methods": [], "calibration": {}, "parent": {}, "created": "2026-11-30T00:00:00+00:00"}
+    assert write_results(tmp_path, None, None, info, rows, "int8 ptq") == 1
+    assert not (tmp_path / "compressed.pt").exists()
+    assert json.loads((tmp_path / "retention.json").read_text())["passed"] is False
 
 
 def test_cli_keeps_a_rejected_model_only_under_its_own_name(run, tmp_path, capsys):
