@@ -179,6 +179,21 @@ def test_load_images_goes_through_preprocess(tmp_path):
         np.testing.assert_array_equal(x[k], preprocess(p, spec))
 
 
+def test_edge_train_refuses_a_split_file_that_does_not_exist(tmp_path):
+    # A typo in --split-file once trained on a fresh split: test ids the bundle's split.json calls unseen were
+    # in training. It must stop before any split or checkpoint is written.
+    from models.phantoms import write_phantom_dataset
+    from models.train import main
+
+    data = write_phantom_dataset(tmp_path / "data", 20, size=96)
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit, match=r"--split-file .*splt\.json: no such file"):
+        main(["--out", str(out), "--data", str(data), "--split-file", str(tmp_path / "splt.json"), "--epochs", "1",
+              "--model", "w035-100", "--no-progress"])
+    assert not (out / "split.json").exists() and not (tmp_path / "splt.json").exists()
+    assert not list(out.glob("*.pt"))
+
+
 # ---------------------------------------------------------------- real data (skipped without it)
 
 def test_committed_split_reproduces_from_rsna_labels(rsna_root, repo_root):
