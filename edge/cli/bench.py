@@ -1,5 +1,9 @@
-"""edge-bench: latency per backend and precision (batch 1, interleaved), throughput at batch N,
-load time, peak RSS and artifact size; torch eager FP32 as the reference when torch is installed."""
+"""edge-bench: latency and throughput of each backend and precision that runs the bundle on this machine.
+
+Measures batch-1 latency (rounds interleaved across backends, after warm-up), throughput at larger batches,
+load time, peak memory of a fresh process and artifact size, with torch eager FP32 as the reference where torch
+is installed, and whether each backend reproduces the bundle's stored sample outputs (its self-test).
+"""
 from __future__ import annotations
 
 import argparse
@@ -15,19 +19,22 @@ from edge.formats import FORMATS, PRECISIONS
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="edge-bench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="edge-bench", description=__doc__.split("\n\n")[1].replace("\n", " "))
     p.add_argument("--bundle", help="model bundle directory (default: the bundled model)")
     p.add_argument("--backends", nargs="*", choices=[*FORMATS, "torch"], help="default: all that run here")
     p.add_argument("--precisions", nargs="*", choices=PRECISIONS, default=list(PRECISIONS))
     p.add_argument("--batch", default="1,8", help="batch sizes; 1 gives latency, others throughput")
     p.add_argument("--rounds", type=int, default=50, help="interleaved batch-1 rounds")
-    p.add_argument("--threads", type=int, help="threads per runtime (default: all cores)")
+    p.add_argument("--threads", type=int, help="threads per runtime, at least 1 (default: all cores)")
     p.add_argument("--checkpoint", help="torch checkpoint for the eager reference (default: the bundle's "
                                         "architecture with random weights: same cost, not the same outputs)")
     p.add_argument("--no-torch", action="store_true", help="skip the torch eager reference")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--plot", metavar="FILE.png", help="bar chart of p50 latency per backend")
-    return p.parse_args(argv)
+    p.add_argument("--json", action="store_true", help="print the rows as a JSON list instead of the table")
+    p.add_argument("--plot", metavar="FILE.png", help="bar chart of p50 latency per backend (needs matplotlib)")
+    args = p.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        p.error(f"--threads must be at least 1 (got {args.threads}); leave it out to use all cores")
+    return args
 
 
 def _main(argv=None) -> int:
@@ -37,6 +44,9 @@ def _main(argv=None) -> int:
     from edge.verify import runnable, self_test_models
 
     args = parse_args(argv)
+    if args.plot:
+        from edge.plots import require_matplotlib
+        require_matplotlib()  # now, not after minutes of measuring
     bundle_dir = Path(args.bundle or default_bundle_path())
     bundle = load_bundle(bundle_dir)
     spec = bundle.config.input
@@ -78,7 +88,8 @@ def _main(argv=None) -> int:
     else:
         print(format_table(rows, args.rounds, batches))
     if args.plot:
-        plot(rows, args.plot, f"{bundle.config.name} {spec.height}x{spec.width}, batch 1, {os.cpu_count()} CPU cores")
+        from edge.plots import latency
+        latency(rows, f"{bundle.config.name} {spec.height}x{spec.width}, batch 1, {os.cpu_count()} CPU cores", args.plot)
     return 0
 
 
@@ -138,25 +149,6 @@ def format_table(rows: list[dict], rounds: int, batches: list[int]) -> str:
                      + f"{r['load_s']:>8.2f}{r['rss_mb']:>8.0f}{r['size_mb']:>9.1f}{speed:>9}"
                      + f"  {r.get('self_test', '-')}")
     return "\n".join(lines)
-
-
-def plot(rows: list[dict], path: str, title: str) -> None:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ValueError("--plot needs matplotlib: pip install matplotlib") from None
-    names = [f"{r['backend']}\n{r['precision']}" for r in rows]
-    fig, ax = plt.subplots(figsize=(1.6 * len(rows) + 2, 4))
-    p50 = [r["p50_ms"] for r in rows]
-    err = [[r["p50_ms"] - r["min_ms"] for r in rows], [r["p95_ms"] - r["p50_ms"] for r in rows]]
-    bars = ax.bar(names, p50, yerr=err, capsize=4, color=["#888" if r["backend"] == "torch" else "#3a7" for r in rows])
-    ax.bar_label(bars, labels=[f"{v:.1f}" for v in p50], padding=3)
-    ax.set_ylabel("latency, ms (median; bars: min to p95)")
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
 
 
 def main(argv=None) -> int:

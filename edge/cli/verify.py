@@ -1,8 +1,11 @@
 """edge-verify: check a bundle's accuracy on this machine, per backend and precision.
 
-With --data (RSNA labels.csv + images/): the paper's metrics on the bundle's test split, the change against
-the FP32 reference and the retention verdict. Without --data: the installation self-test on the bundled
-samples. Exit code 0 only when every backend passes.
+With --data FOLDER (labels.csv with id,boneage,male + images/, or an RSNA CSV beside the images): the paper's
+metrics with bootstrap 95% CIs on every labelled image the model was not trained or selected on (a clinic's
+own images; of RSNA's, the bundle's test split), the change against the FP32 reference and the retention
+verdict, the errors by age band and by sex, the largest errors, and with --plot the agreement and
+Bland-Altman plot. Without --data: the installation self-test on the bundled samples.
+Exit code 0 only when every backend passes.
 """
 from __future__ import annotations
 
@@ -18,8 +21,14 @@ from edge.retention import add_threshold_args
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="edge-verify", description=__doc__.splitlines()[0])
     p.add_argument("--bundle", help="model bundle directory (default: the bundled model)")
-    p.add_argument("--data", help="labelled images (labels.csv + images/); omit for the self-test")
-    p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
+    p.add_argument("--data", metavar="FOLDER",
+                   help="labelled images (labels.csv + images/, or an RSNA CSV); omit for the self-test")
+    p.add_argument("--split", default="test", choices=["train", "val", "test", "all"],
+                   help="test (default): every image the model neither trained nor was selected on (its test split "
+                        "and images its split does not name); all: every labelled image; train/val: that part")
+    p.add_argument("--worst", type=int, default=10, metavar="N", help="list the N largest errors (default 10)")
+    p.add_argument("--plot", metavar="FILE.png", help="agreement + Bland-Altman plot (needs matplotlib); with an "
+                                                      "age head per sex, FILE-sex-given.png too")
     p.add_argument("--backends", nargs="*", choices=list(FORMATS), help="default: every one that runs here")
     add_threshold_args(p)
     p.add_argument("--json", action="store_true")
@@ -33,6 +42,11 @@ def _main(argv=None) -> int:
 
     args = parse_args(argv)
     bundle = args.bundle or default_bundle_path()
+    if args.plot:
+        if not args.data:
+            raise ValueError("--plot needs --data (labelled images to compare with)")
+        from edge.plots import require_matplotlib
+        require_matplotlib()  # before the long part, not after it
     if not args.data:
         result = self_test(bundle, args.backends)
         if args.json:
@@ -44,7 +58,8 @@ def _main(argv=None) -> int:
                       f"  (tol {r['tolerance'][0]}, {r['tolerance'][1]})  {'PASS' if r['passed'] else 'FAIL'}")
         return 0 if result["passed"] else 1
     thresholds = thresholds_from(args)
-    result = verify_labelled(bundle, args.data, args.split, args.backends, thresholds, show_progress=not args.json)
+    result = verify_labelled(bundle, args.data, args.split, args.backends, thresholds, show_progress=not args.json,
+                             worst=args.worst, plot=args.plot)
     print(json.dumps(result, indent=1) if args.json else format_report(result, args.split))
     return 0 if result["passed"] else 1
 

@@ -1,0 +1,300 @@
+"""Every rendering of results, one place: the 80-column table, JSON, JSON Lines and CSV.
+
+A result is an `edge.runtime.Prediction` or `Failure`; a record is its dataclass fields (so a field added there
+reaches JSON and CSV with no edit here), values rounded by what they measure, file names made writable, and the
+model's name and version. The file writers (sinks) write and flush each row as it arrives, so an interrupted
+batch keeps every finished row, and can read back what an earlier run wrote (`--resume`).
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import sys
+import textwrap
+import time
+import unicodedata
+from pathlib import Path
+
+WIDTH = 80  # the table fits an 80-column terminal
+MODEL_FIELDS = ("model", "model_version")
+
+
+# ---- records ------------------------------------------------------------------------------------------------
+
+def model_info(bundle) -> dict:
+    """The model's name and version as bundle.json states them (every row carries them)."""
+    meta = bundle.meta.get("model") or {}
+    return {"model": str(meta.get("name") or bundle.config.name), "model_version": str(meta.get("version") or "")}
+
+
+def safe_text(text) -> str:
+    """Text that can be written as UTF-8 whatever it came from: a file name that is not valid UTF-8 (Python
+    keeps its bytes as lone surrogates) gets its undecodable bytes as backslash escapes (b'\\xff' -> '\\xff')."""
+    text = str(text)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that is not an escaped byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _digits(key: str) -> int | None:
+    """Decimals a float field is rounded to, by what its name says it measures."""
+    key = key.lower()
+    if key == "p_male" or key.startswith(("p_", "prob")) or key.endswith(("_p", "probability")):
+        return 3
+    if "month" in key or "age" in key or "interval" in key:
+        return 1
+    if key == "ms" or key.endswith("_ms") or "sds" in key or key.endswith("_z"):
+        return 2
+    return 3
+
+
+def rounded(key: str, value):
+    """A value ready for JSON/CSV: floats rounded by field name (nested values by their own key, else the
+    parent's), NaN/inf as None, text made writable (safe_text)."""
+    if isinstance(value, bool) or value is None or isinstance(value, int):
+        return value
+    if isinstance(value, float) or type(value).__module__ == "numpy":
+        value = float(value) if not hasattr(value, "tolist") else value.tolist()
+        if isinstance(value, float):
+            return round(value, _digits(key)) if math.isfinite(value) else None
+        return rounded(key, value)
+    if isinstance(value, dict):
+        return {safe_text(k): rounded(str(k), v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [rounded(key, v) for v in value]
+    if dataclasses.is_dataclass(value):
+        return rounded(key, dataclasses.asdict(value))
+    return safe_text(value)
+
+
+def record(result, info: dict) -> dict:
+    """A Prediction or Failure -> its JSON object: its own fields, rounded, then model and model_version."""
+    fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
+    return {k: rounded(k, v) for k, v in fields.items()} | info
+
+
+def columns() -> list[str]:
+    """CSV columns: file, every Prediction field, the fields only Failure has, then model and model_version."""
+    from edge.runtime import Failure, Prediction
+
+    names = [f.name for f in dataclasses.fields(Prediction)]
+    names += [f.name for f in dataclasses.fields(Failure) if f.name not in names]
+    return names + list(MODEL_FIELDS)
+
+
+def csv_cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+# ---- the table ----------------------------------------------------------------------------------------------
+
+def years_months(months: float) -> str:
+    """164.8 -> '13y 9m' (rounded to the month)."""
+    total = int(round(months))
+    return f"{total // 12}y {total % 12}m"
+
+
+def shorten(text: str, width: int) -> str:
+    """Shortened in the middle, keeping the start of the path and the file name: 'scans/.../hand-01.png'."""
+    if len(text) <= width:
+        return text
+    tail = (width - 3) * 2 // 3
+    return text[:width - 3 - tail] + "..." + text[-tail:]
+
+
+def printable(text) -> str:
+    """One line for the terminal: undecodable bytes escaped, control characters (newlines, escape sequences
+    from a file) shown as \\xNN instead of acting on the terminal."""
+    return "".join(c if unicodedata.category(c) != "Cc" else f"\\x{ord(c):02x}" for c in safe_text(text))
+
+
+_SEX = {"female": "F", "male": "M", "": "-"}
+# (header, width, cell) after the file column; the file column takes what is left of WIDTH.
+_COLUMNS = [
+    ("age mo", 6, lambda r: f"{r.bone_age_months:.1f}"),
+    ("y m", 7, lambda r: years_months(r.bone_age_months)),
+    ("given", 5, lambda r: _SEX.get(r.given_sex, r.given_sex)),
+    ("sex", 3, lambda r: _SEX.get(r.sex, r.sex)),
+    ("P(male)", 7, lambda r: f"{r.p_male:.3f}"),
+    ("ms/img", 6, lambda r: f"{r.ms:.1f}"),
+    ("status", 7, lambda r: str(getattr(r, "status", "") or "ok")),
+]
+_FILE_WIDTH = WIDTH - sum(w + 1 for _, w, _ in _COLUMNS)
+
+
+def table_header(info: dict, backend: str, precision: str) -> str:
+    """The model and backend (the same for every row), then the column names."""
+    title = (f"{info['model']} {info['model_version']} on {backend} {precision}; "
+             "ms/img: model time per image")
+    columns = f"{'file':<{_FILE_WIDTH}}" + "".join(f" {h:>{w}}" for h, w, _ in _COLUMNS)
+    return "\n".join([*textwrap.wrap(title, WIDTH), columns])
+
+
+def table_rows(result) -> str:
+    """One result as table lines: its row, then any error or warning indented below (wrapped to WIDTH)."""
+    name = f"{shorten(printable(result.file), _FILE_WIDTH):<{_FILE_WIDTH}}"
+    error = getattr(result, "error", None)
+    if error is not None:
+        status = str(getattr(result, "status", "") or "failed")
+        lines = [f"{name}{'':>{WIDTH - _FILE_WIDTH - 8}} {status[:7]:>7}"]
+        notes = [printable(error)]
+    else:
+        lines = [name + "".join(f" {cell(result):>{w}}" for _, w, cell in _COLUMNS)]
+        notes = [printable(result.warning)] if result.warning else []
+    for note in notes:
+        lines += textwrap.wrap(note, WIDTH, initial_indent="  ", subsequent_indent="    ")
+    return "\n".join(lines)
+
+
+# ---- streamed files -----------------------------------------------------------------------------------------
+
+class OutputError(ValueError):
+    """An output file that cannot be written or resumed: str() is the one-line message."""
+
+
+class Sink:
+    """One output stream. write() renders, writes and flushes a record at once; close() finishes the file."""
+
+    SYNC_EVERY_S = 1.0  # fsync at most this often: rows survive a power cut, and a disk is not hammered
+
+    def __init__(self, path: str, stream, done: set[str] | None = None):
+        self.path, self.stream, self.done = path, stream, done or set()
+        self.to_file, self.synced = path != "-", time.monotonic()
+
+    def write(self, rec: dict) -> None:
+        if rec["file"] in self.done:  # already there from the run being resumed
+            return
+        self._write(rec)
+        self.stream.flush()
+        if self.to_file and time.monotonic() - self.synced > self.SYNC_EVERY_S:
+            self.sync()
+
+    def sync(self) -> None:
+        """Flushed rows to the disk itself (a power cut after this keeps them)."""
+        os.fsync(self.stream.fileno())
+        self.synced = time.monotonic()
+
+    def close(self) -> None:
+        self.stream.flush()
+        if self.to_file:
+            self.sync()
+            self.stream.close()
+
+    def _write(self, rec: dict) -> None:
+        raise NotImplementedError
+
+
+class CsvSink(Sink):
+    def __init__(self, path, stream, done=None, header: list[str] | None = None):
+        super().__init__(path, stream, done)
+        self.fields = header or columns()
+        self.writer = csv.writer(stream)
+        if header is None:
+            self.writer.writerow(self.fields)
+
+    def _write(self, rec: dict) -> None:
+        self.writer.writerow([csv_cell(rec.get(k)) for k in self.fields])
+
+
+class JsonLinesSink(Sink):
+    def _write(self, rec: dict) -> None:
+        self.stream.write(json.dumps(rec, ensure_ascii=False) + "\n")
+
+
+class JsonListSink(Sink):
+    """A JSON list, written element by element; close() writes the closing bracket, so an interrupted run
+    (Ctrl-C, SIGTERM) still leaves a valid list of the finished results."""
+
+    def __init__(self, path, stream, done=None):
+        super().__init__(path, stream, done)
+        self.count = 0
+        stream.write("[")
+
+    def _write(self, rec: dict) -> None:
+        self.stream.write(("," if self.count else "") + "\n" + json.dumps(rec, ensure_ascii=False))
+        self.count += 1
+
+    def close(self) -> None:
+        self.stream.write("\n]\n" if self.count else "]\n")
+        super().close()
+
+
+def open_sink(kind: str, path: str, info: dict, resume: bool = False) -> Sink:
+    """kind: csv, jsonl or json; path '-' is stdout. With resume, an existing file is read (rows whose input is
+    already there are skipped, the rest appended); without it, the file is started afresh."""
+    if path == "-":
+        return {"csv": CsvSink, "jsonl": JsonLinesSink, "json": JsonListSink}[kind](path, sys.stdout)
+    done, header = (read_existing(kind, path, info) if resume else (set(), None))
+    try:
+        stream = open(path, "a" if done or header else "w", encoding="utf-8", newline="" if kind == "csv" else None)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
+    if kind == "csv":
+        return CsvSink(path, stream, done, header)
+    return JsonLinesSink(path, stream, done)
+
+
+def read_existing(kind: str, path: str, info: dict) -> tuple[set[str], list[str] | None]:
+    """(inputs already in the file, the CSV header to append under) for --resume; (empty, None) when the file
+    does not exist yet. A last line cut off by a crash or power cut is removed, so that its input runs again."""
+    p = Path(path)
+    if not p.exists():
+        return set(), None
+    if kind == "json":
+        raise OutputError(f"{path}: --resume needs a CSV or JSON Lines file (--csv, --jsonl), not a JSON list")
+    _drop_partial_last_line(p)
+    text = p.read_text(encoding="utf-8", errors="surrogateescape")
+    if not text.strip():
+        return set(), None
+    rows = _csv_rows(p, text) if kind == "csv" else _jsonl_rows(p, text)
+    header = next(csv.reader([text.splitlines()[0]])) if kind == "csv" else None
+    other = {(r.get("model"), r.get("model_version")) for r in rows} - {(info["model"], info["model_version"])}
+    if other:
+        name, version = sorted(other, key=str)[0]
+        raise OutputError(f"{path}: holds results of model {name} {version}, and this run uses {info['model']} "
+                          f"{info['model_version']}: write to a new file to keep them apart")
+    return {r["file"] for r in rows}, header
+
+
+def _drop_partial_last_line(p: Path) -> None:
+    with open(p, "rb+") as f:
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
+
+
+def _csv_rows(p: Path, text: str) -> list[dict]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if "file" not in (reader.fieldnames or []):
+        raise OutputError(f"{p}: not a results CSV (no 'file' column): cannot resume from it")
+    return list(reader)
+
+
+def _jsonl_rows(p: Path, text: str) -> list[dict]:
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise OutputError(f"{p}, line {n}: not JSON: cannot resume from this file") from None
+        if not isinstance(row, dict) or "file" not in row:
+            raise OutputError(f"{p}, line {n}: not a result record (no 'file'): cannot resume from this file")
+        rows.append(row)
+    return rows
