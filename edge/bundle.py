@@ -49,7 +49,7 @@ class Bundle:
         return [(b, p) for b in FORMATS for p in FORMATS[b].precisions if self.artifact_path(b, p, check=False)]
 
     def artifact_path(self, backend: str, precision: str, check: bool = True) -> Path | None:
-        """Path of the main artifact; with check=True, verify sha256 of it and its companions first."""
+        """Path of the main artifact; with check=True, verify sha256 of it and of every file it loads with."""
         listed = {a["path"] for a in self.meta.get("artifacts", []) if a["precision"] == precision}
         rel = next((r for r in get_format(backend).paths(precision) if r in listed), None)
         if rel is None:
@@ -63,27 +63,91 @@ class Bundle:
         return self.root / rel
 
     def companions(self, rel: str, precision: str) -> list[dict]:
-        """The artifact entries a main file loads with: itself and its weights file (an IR's .bin)."""
-        return [a for a in self.meta.get("artifacts", []) if a["precision"] == precision
-                and Path(a["path"]).with_suffix("") == Path(rel).with_suffix("")]
+        """The artifact entries of every file a backend reads for `rel`: itself, an IR's .bin, an ONNX file's
+        external weights (<file>.data). A file it reads that bundle.json does not list with a sha256 is refused."""
+        entries = {a["path"]: a for a in self.meta.get("artifacts", [])}
+        needed = [rel, *(r for r in _side_files(rel) if r in entries or (self.root / r).exists())]
+        unlisted = [r for r in needed if r not in entries]
+        if unlisted:
+            raise BundleError(f"{self.root / unlisted[0]}: read with {rel} but not listed in {BUNDLE_FILE} with a "
+                              "sha256; refusing to run an unchecked file")
+        return [entries[r] for r in needed]
+
+
+def _side_files(rel: str) -> list[str]:
+    """Files a runtime reads beside a model file, by the exporters' naming (export/artifacts.py)."""
+    p = Path(rel)
+    return [str(p.with_suffix(".bin"))] if p.suffix == ".xml" else [rel + ".data"] if p.suffix == ".onnx" else []
+
+
+MAX_BUNDLE_JSON = 16 << 20  # bytes; a real bundle.json is a few KB
+MAX_INPUT_SIDE = 2048  # px; the network input (299 today), never the radiograph
+_ARTIFACT_FIELDS = {"backend": str, "precision": str, "path": str, "sha256": str, "size": int}
 
 
 def load_bundle(root) -> Bundle:
+    """Read and check bundle.json. Every malformed file is a one-line BundleError naming what is wrong, never a
+    traceback from deep inside the runtime (docs/HARDENING.md lists the cases)."""
     root = Path(root)
     path = root / BUNDLE_FILE
     if not path.is_file():
         raise BundleError(f"{root}: not a model bundle (no {BUNDLE_FILE})")
+    if path.stat().st_size > MAX_BUNDLE_JSON:
+        raise BundleError(f"{path}: larger than {MAX_BUNDLE_JSON >> 20} MB; not a bundle.json")
     try:
-        meta = json.loads(path.read_text())
+        meta = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise BundleError(f"{path}: invalid JSON ({e.msg}, line {e.lineno})") from None
+    except UnicodeDecodeError:
+        raise BundleError(f"{path}: not UTF-8 text") from None
+    except RecursionError:
+        raise BundleError(f"{path}: nested too deeply to be a bundle.json") from None
+    _check_meta(path, meta)
+    return Bundle(root, meta)
+
+
+def _check_meta(path: Path, meta) -> None:
+    def refuse(problem: str):
+        from edge.imaging import printable
+        raise BundleError(f"{path}: {printable(problem)}")
+
+    if not isinstance(meta, dict):
+        refuse(f"holds a JSON {type(meta).__name__}; a bundle.json is an object")
     version = meta.get("schema_version")
     if version != SCHEMA_VERSION:
-        raise BundleError(f"{path}: schema_version {version!r}; this edge reads version {SCHEMA_VERSION}")
-    for key in ("config", "artifacts"):
+        refuse(f"schema_version {version!r}; this edge reads version {SCHEMA_VERSION}")
+    for key, kind in (("config", dict), ("artifacts", list)):
         if key not in meta:
-            raise BundleError(f"{path}: missing {key!r}")
-    return Bundle(root, meta)
+            refuse(f"missing {key!r}")
+        if not isinstance(meta[key], kind):
+            refuse(f"{key!r} must be a JSON {'object' if kind is dict else 'list'}")
+    try:
+        spec = ModelConfig.from_dict(meta["config"]).input
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        refuse(f"config: {e}")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v <= MAX_INPUT_SIDE
+               for v in (spec.channels, spec.height, spec.width)):
+        refuse(f"config.input: height and width must be whole numbers up to {MAX_INPUT_SIDE} px")
+    for k, entry in enumerate(meta["artifacts"]):
+        if not isinstance(entry, dict):
+            refuse(f"artifacts[{k}] must be an object")
+        for name, kind in _ARTIFACT_FIELDS.items():
+            if not isinstance(entry.get(name), kind) or isinstance(entry.get(name), bool):
+                refuse(f"artifacts[{k}] needs {name!r} ({kind.__name__})")
+        _check_relative(refuse, f"artifacts[{k}].path", entry["path"])
+    samples = meta.get("samples", [])
+    if not isinstance(samples, list) or not all(isinstance(s, dict) and isinstance(s.get("file"), str)
+                                                 for s in samples):
+        refuse("'samples' must be a list of objects with a 'file'")
+    for k, sample in enumerate(samples):
+        _check_relative(refuse, f"samples[{k}].file", sample["file"])
+
+
+def _check_relative(refuse, what: str, rel: str) -> None:
+    """A bundle's files stay inside the bundle: a relative path without '..'."""
+    p = Path(rel)
+    if not rel or p.is_absolute() or ".." in p.parts:
+        refuse(f"{what} {rel!r} must be a path inside the bundle")
 
 
 def sha256_file(path) -> str:

@@ -14,7 +14,7 @@ from edge.cpu import auto_precision
 from edge.formats import AUTO_ORDER, FORMATS, PRECISIONS, get_format
 from edge.imaging import ImageError
 from edge.preprocess import preprocess
-from edge.reference import compare, reference_samples
+from edge.reference import compare, reference_samples, tolerance
 
 
 # Given sex that the network's own reading contradicts this strongly is flagged (a wrong file, a wrong
@@ -61,6 +61,10 @@ class Failure:
         return asdict(self)
 
 
+class BackendFailure(Failure):
+    """The runtime failed on the batch this input was in: not the file's fault (predict() does not blame it)."""
+
+
 def parse_sex(value) -> str:
     """F/M/female/male (any case) -> "female"/"male"; None or "" -> "" (not given)."""
     if value is None or str(value).strip() == "":
@@ -79,6 +83,7 @@ class BoneAgeModel:
     def __init__(self, bundle: Bundle, backend, precision: str, check: bool = True):
         self.bundle, self.backend, self.precision = bundle, backend, precision
         self.spec = bundle.config.input
+        backend.check_io(self.spec, bundle.output_names)  # BundleError: another model under a matching sha256
         # Warm-up: the first inference allocates and tunes kernels; a user's first image should not report
         # that cost as its latency. The reference check's batch-1 calls are the warm-up when it runs.
         if not (check and self._check_reference()):
@@ -86,14 +91,17 @@ class BoneAgeModel:
 
     def _check_reference(self) -> bool:
         """Refuse a backend that does not reproduce the bundle's stored sample outputs on this machine.
-        Returns False when the bundle stores no samples (nothing was checked)."""
+        A bundle without samples is refused too (a constant model would otherwise pass unseen); check=False
+        loads it unchecked."""
         ref = reference_samples(self.bundle)
         if ref is None:
-            return False
+            raise BundleError(f"{self.bundle.root}: bundle.json stores no sample outputs, so this machine's results "
+                              "cannot be checked (self-test); export it with --samples")
         x, want = ref
         # One image per call: batch 1 is the shape a single radiograph uses, so nothing extra is compiled.
         outputs = [self.backend.run(x[k:k + 1]) for k in range(len(x))]
-        got = compare({n: np.concatenate([o[n] for o in outputs]) for n in outputs[0]}, want, self.precision)
+        got = compare({n: np.concatenate([o[n] for o in outputs]) for n in outputs[0]}, want, self.precision,
+                      tolerance(self.bundle.meta, self.backend.name, self.precision))
         if not got["passed"]:
             raise BackendUnavailable(
                 f"{self.backend.name} {self.precision} gives wrong outputs on this machine (a bundled sample is "
@@ -132,8 +140,11 @@ class BoneAgeModel:
             artifact = b.artifact_path(name, prec)  # BundleError on a tampered file: never skipped
             try:
                 return cls(b, cls_(artifact, prec, threads), prec, check)
-            except BackendUnavailable as e:
-                errors.append(str(e))
+            except BundleError:
+                raise  # the bundle is wrong whatever runs it
+            except Exception as e:  # cannot load or run here (BackendUnavailable, a runtime's own error): next
+                errors.append(str(e) if isinstance(e, BackendUnavailable) else
+                              f"{name} {prec} failed: {type(e).__name__}: {(str(e).splitlines() or [''])[0]}")
         usable = ", ".join(n for n in FORMATS if _installed(n)) or "none"
         raise BackendUnavailable(f"no backend can run {' or '.join(precisions)} from {b.root}: "
                                  + ("; ".join(errors) or "the bundle has no such artifact")
@@ -152,6 +163,8 @@ class BoneAgeModel:
         """One path or 2-D array -> Prediction. Raises ImageError (one-line message) for a bad file.
         sex: the patient's sex ("F"/"M"), if known: bone age standards are sex-specific."""
         result = self.predict_many([source], batch_size=1, sex=sex)[0]
+        if isinstance(result, BackendFailure):
+            raise BackendUnavailable(f"{result.file}: {result.error}")  # the runtime failed, not the file
         if isinstance(result, Failure):
             raise ImageError(result.file, result.error)
         return result
@@ -190,13 +203,13 @@ class BoneAgeModel:
 
     def _run_batch(self, pending, sources, sexes, results) -> None:
         x = np.stack([arr for _, arr in pending])
-        self.backend.prepare(len(x))
-        t0 = time.perf_counter()
         try:
+            self.backend.prepare(len(x))  # compiling for this batch size can fail too: this batch's failure
+            t0 = time.perf_counter()
             outputs = self.backend.run(x)
         except Exception as e:  # a runtime failure loses this batch only, never the results already made
             for k, _ in pending:
-                results[k] = Failure(_name(sources[k], k), f"{self.backend.name} failed: {e}".splitlines()[0])
+                results[k] = BackendFailure(_name(sources[k], k), f"{self.backend.name} failed: {e}".splitlines()[0])
             return
         ms = (time.perf_counter() - t0) * 1000 / len(pending)
         for row, (k, _) in enumerate(pending):

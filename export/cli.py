@@ -20,6 +20,7 @@ from pathlib import Path
 import edge
 from edge.bundle import OUTPUTS, artifact_entry, write_bundle_json
 from edge.formats import FORMATS
+from edge.reference import INT8_MARGIN_MONTHS, derive_int8_tolerances
 from export.model_card import write_model_card
 from export.artifacts import write_model_files
 
@@ -74,6 +75,9 @@ def main(argv=None) -> int:
     meta.update(int8_info)
     if ov_info is not None:
         meta["openvino_int8"] = ov_info
+    # How far each INT8 backend may be from the stored FP32 sample outputs at load: the gate's p95 |d| + a margin.
+    meta["self_test"] = {"int8_max_abs_months": derive_int8_tolerances(meta),
+                         "rule": f"retention agreement p95_abs_months + {INT8_MARGIN_MONTHS} (edge.reference)"}
 
     if ckpt["split"]:
         shutil.copyfile(ckpt["split"], out / "split.json")  # edge-verify evaluates on the same test ids

@@ -11,6 +11,14 @@ class BackendUnavailable(RuntimeError):
     """The runtime is not installed or cannot run here; the message names the fix."""
 
 
+def cannot_load(name: str, artifact: Path, e: BaseException) -> BackendUnavailable:
+    """A runtime's own load or compile error as one line naming the backend and file, so `auto` can try the next
+    backend and the user reads which file failed where."""
+    from edge.imaging import printable
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return BackendUnavailable(f"{name} cannot load {Path(artifact).name}: {printable(first, 200)}")
+
+
 class Backend(ABC):
     name: str = ""
     package: str = ""
@@ -45,6 +53,24 @@ class Backend(ABC):
             arr = np.array(arr, np.float32).reshape(n, -1)  # a copy: runtimes reuse their buffers
             out[name] = arr[:, 0] if arr.shape[1] == 1 else arr
         return out
+
+    def io(self) -> tuple[tuple, list[str]]:
+        """(the input's shape after the batch axis, with None where dynamic; the output names)."""
+        return (), []
+
+    def check_io(self, spec, output_names) -> None:
+        """Refuse an artifact whose input is not what bundle.json's config.input says or that lacks an output the
+        bundle promises: a model of another shape, or another model, under a matching sha256."""
+        from edge.bundle import BundleError
+        shape, outputs = self.io()
+        want = (spec.channels, spec.height, spec.width)
+        if shape and (len(shape) != 3 or any(d is not None and d != w for d, w in zip(shape, want))):
+            raise BundleError(f"{self.artifact}: the model takes input {'x'.join(map(str, shape))}, but bundle.json "
+                              f"config.input says {'x'.join(map(str, want))}")
+        missing = [n for n in output_names if outputs and n not in outputs]
+        if missing:
+            raise BundleError(f"{self.artifact}: the model has no {', '.join(missing)} output (it has "
+                              f"{', '.join(outputs)})")
 
     def prepare(self, batch_size: int) -> None:
         """Get ready for batches of this size (compile, allocate) so it is not timed as inference."""

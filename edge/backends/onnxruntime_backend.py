@@ -1,9 +1,10 @@
-"""ONNX Runtime on the CPU: runs the bundle's FP32 or Q/DQ INT8 ONNX."""
+"""ONNX Runtime on the CPU: runs the bundle's FP32 or Q/DQ INT8 ONNX. One session serves every thread: its run()
+is thread-safe (ONNX Runtime's documented guarantee for InferenceSession.run)."""
 from __future__ import annotations
 
 import numpy as np
 
-from edge.backends.base import Backend
+from edge.backends.base import Backend, cannot_load
 
 
 class OnnxRuntimeBackend(Backend):
@@ -11,7 +12,8 @@ class OnnxRuntimeBackend(Backend):
 
     @classmethod
     def _import_runtime(cls):
-        import onnxruntime
+        import onnxruntime  # telemetry is switched off before this import (edge/__init__.py)
+        onnxruntime.disable_telemetry_events()  # Windows' ETW events; a no-op where there are none
         return onnxruntime
 
     def __init__(self, artifact, precision, threads=None):
@@ -23,9 +25,16 @@ class OnnxRuntimeBackend(Backend):
         if threads:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(self.artifact), opts, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(self.artifact), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime's own types (InvalidProtobuf, Fail, ...) for a file it cannot use
+            raise cannot_load(self.name, self.artifact, e) from None
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def io(self) -> tuple[tuple, list[str]]:
+        dims = self.session.get_inputs()[0].shape[1:]
+        return tuple(d if isinstance(d, int) else None for d in dims), list(self.output_names)
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         results = self.session.run(self.output_names, {self.input_name: np.ascontiguousarray(batch, np.float32)})

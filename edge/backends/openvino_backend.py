@@ -1,10 +1,17 @@
 """OpenVINO on the CPU: runs the bundle's own OpenVINO IR where it has one (INT8), else model-{precision}.onnx;
-FP32 runs with the f32 precision hint (exact FP32)."""
+FP32 runs with the f32 precision hint (exact FP32).
+
+One backend object serves any number of threads: an OpenVINO infer request is not thread-safe (4 threads sharing
+one raised "Infer Request is busy", and retried, returned another image's outputs), so each call takes an idle
+request from a pool (one is created when none is idle) and gives it back after its outputs are copied."""
 from __future__ import annotations
+
+import queue
+import threading
 
 import numpy as np
 
-from edge.backends.base import Backend
+from edge.backends.base import Backend, cannot_load
 from edge.bundle import OUTPUTS
 
 
@@ -13,7 +20,7 @@ class OpenVinoBackend(Backend):
 
     @classmethod
     def _import_runtime(cls):
-        import openvino
+        import openvino  # its telemetry is switched off before this import (edge/__init__.py)
         return openvino
 
     def __init__(self, artifact, precision, threads=None):
@@ -27,32 +34,49 @@ class OpenVinoBackend(Backend):
             self.config["INFERENCE_PRECISION_HINT"] = "f32"
         if threads:
             self.config["INFERENCE_NUM_THREADS"] = int(threads)
-        self.requests: dict[int, object] = {}
-        self.source = self.core.read_model(str(self.artifact))  # read once: an ONNX file is converted on reading
-        self._request(1)  # compile now, so a bad artifact fails at load time
+        self._lock = threading.Lock()  # guards compiling and the dict below, not inference
+        self.compiled: dict[int, tuple[object, list, queue.SimpleQueue]] = {}
+        try:
+            self.source = self.core.read_model(str(self.artifact))  # read once: an ONNX file is converted on reading
+            self._compiled(1)  # compile now, so a bad artifact fails at load time
+        except Exception as e:  # OpenVINO raises RuntimeError and its own types for files it cannot use
+            raise cannot_load(self.name, self.artifact, e) from None
 
-    def _request(self, batch: int):
-        """One compiled model per batch size, with a static input shape.
+    def _compiled(self, batch: int):
+        """One compiled model per batch size, with a static input shape, and its pool of idle infer requests.
 
         Workaround: OpenVINO 2026.4.1 on this AMX-capable Zen 4 CPU returned wrong outputs for our INT8 IR
         with a dynamic batch axis at batch 1 (625 months instead of 166 for a sample radiograph; batch 2,
         the f32 precision hint, or a static shape all gave 166). Static shapes are also the faster path
         (3.9 ms at batch 1 against 6.0 ms with the f32 hint). No upstream issue found yet."""
-        if batch not in self.requests:
-            model = self.source.clone()
-            dims = list(model.input(0).get_partial_shape())[1:]
-            model.reshape({model.input(0): [batch, *(d.get_length() for d in dims)]})
-            compiled = self.core.compile_model(model, "CPU", self.config)
-            self.requests[batch] = (compiled.create_infer_request(), list(compiled.outputs))
-        return self.requests[batch]
+        with self._lock:
+            if batch not in self.compiled:
+                model = self.source.clone()
+                dims = list(model.input(0).get_partial_shape())[1:]
+                model.reshape({model.input(0): [batch, *(d.get_length() for d in dims)]})
+                compiled = self.core.compile_model(model, "CPU", self.config)
+                self.compiled[batch] = (compiled, list(compiled.outputs), queue.SimpleQueue())
+            return self.compiled[batch]
+
+    def io(self) -> tuple[tuple, list[str]]:
+        dims = list(self.source.input(0).get_partial_shape())[1:]
+        return (tuple(d.get_length() if d.is_static else None for d in dims),
+                [_bundle_name(o) for o in self.source.outputs])
 
     def prepare(self, batch_size: int) -> None:
-        self._request(batch_size)
+        self._compiled(batch_size)
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        request, outputs = self._request(len(batch))
-        result = request.infer({0: np.ascontiguousarray(batch, np.float32)})
-        return self.by_name(((_bundle_name(o), result[o]) for o in outputs), len(batch))
+        compiled, outputs, idle = self._compiled(len(batch))
+        try:
+            request = idle.get_nowait()
+        except queue.Empty:
+            request = compiled.create_infer_request()
+        try:
+            result = request.infer({0: np.ascontiguousarray(batch, np.float32)})
+            return self.by_name(((_bundle_name(o), result[o]) for o in outputs), len(batch))  # copies
+        finally:
+            idle.put(request)
 
 
 def _bundle_name(output) -> str:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +40,30 @@ def build_plan(precision: str) -> dict:
             "workspace_bytes": 1 << 30}
 
 
+def load_or_build(path: Path, build, deserialize):
+    """The cached engine at `path`, else a fresh build, cached. The cache is written atomically (a temporary file in
+    the same folder, then os.replace), so a crash or a second process never leaves half an engine there; a cached
+    engine that does not deserialize (another TensorRT, a damaged file: deserialize returns None) is rebuilt once."""
+    if path.exists():
+        engine = deserialize(path.read_bytes())
+        if engine is not None:
+            return engine
+    data = build()
+    engine = deserialize(data)
+    if engine is None:
+        raise BackendUnavailable(f"tensorrt: the engine just built for {path.name} does not deserialize")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return engine
+
+
 class TensorRtBackend(Backend):
     name, package = "tensorrt", "tensorrt"
 
@@ -60,14 +86,15 @@ class TensorRtBackend(Backend):
         self.trt = self._import_runtime()
         from cuda.bindings import runtime as cudart
         self.cudart = cudart
-        engine_path = (cache_dir or default_cache_dir()) / self._cache_key()
-        if not engine_path.exists():
-            engine_path.parent.mkdir(parents=True, exist_ok=True)
-            engine_path.write_bytes(self._build_engine())
-        logger = self.trt.Logger(self.trt.Logger.WARNING)
-        self.engine = self.trt.Runtime(logger).deserialize_cuda_engine(engine_path.read_bytes())
+        self.engine = load_or_build(Path(cache_dir or default_cache_dir()) / self._cache_key(), self._build_engine,
+                                    self._deserialize)
         self.context = self.engine.create_execution_context()
         _, self.stream = cudart.cudaStreamCreate()
+        self._lock = threading.Lock()  # one execution context and stream: one batch at a time
+
+    def _deserialize(self, data: bytes):
+        logger = self.trt.Logger(self.trt.Logger.WARNING)
+        return self.trt.Runtime(logger).deserialize_cuda_engine(data)
 
     def _cache_key(self) -> str:
         _, props = self.cudart.cudaGetDeviceProperties(0)
@@ -75,6 +102,11 @@ class TensorRtBackend(Backend):
         name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
         return engine_cache_key(sha256_file(self.artifact), self.precision, name,
                                 f"{props.major}.{props.minor}", self.trt.__version__)
+
+    def io(self) -> tuple[tuple, list[str]]:
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        dims = tuple(self.engine.get_tensor_shape(names[0]))[1:]
+        return tuple(int(d) if int(d) >= 0 else None for d in dims), names[1:]
 
     def _onnx_bytes(self) -> bytes:
         if not build_plan(self.precision)["autocast_fp16"]:
@@ -96,7 +128,7 @@ class TensorRtBackend(Backend):
         parser = trt.OnnxParser(network, logger)
         if not parser.parse(self._onnx_bytes()):
             errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-            raise RuntimeError(f"{self.artifact}: TensorRT could not parse the ONNX: {errors}")
+            raise BackendUnavailable(f"{self.artifact}: TensorRT could not parse the ONNX: {errors}")
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, plan["workspace_bytes"])
         shape = tuple(network.get_input(0).shape)[1:]
@@ -105,10 +137,14 @@ class TensorRtBackend(Backend):
         config.add_optimization_profile(profile)
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
-            raise RuntimeError(f"{self.artifact}: TensorRT engine build failed (see the log above)")
+            raise BackendUnavailable(f"{self.artifact}: TensorRT engine build failed (see the log above)")
         return bytes(serialized)
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        with self._lock:
+            return self._run_locked(batch)
+
+    def _run_locked(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         chunks = [self._run_chunk(np.ascontiguousarray(batch[start:start + MAX_BATCH], np.float32))
                   for start in range(0, len(batch), MAX_BATCH)]
         return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}

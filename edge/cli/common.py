@@ -19,18 +19,45 @@ def add_model_args(p: argparse.ArgumentParser, precision_default: str | None = "
     p.add_argument("--threads", type=int, help="CPU threads for the runtime (default: all cores)")
 
 
+# Exit codes of every edge CLI (README, docs/HARDENING.md). argparse's own usage errors are 2 as well.
+EXIT_OK = 0
+EXIT_INPUTS_FAILED = 1  # some inputs gave no result (each is reported); the others were processed
+EXIT_ERROR = 2  # usage, an unreadable input list or option file, a single file that cannot be read
+EXIT_BUNDLE = 3  # the model bundle is refused: malformed bundle.json, a changed or unlisted file, no samples
+EXIT_NO_BACKEND = 4  # no backend can run the bundle here: not installed, cannot load it, fails the self-test
+EXIT_INTERRUPTED = 130  # Ctrl-C / SIGINT
+
+
 def run_cli(main_fn, argv=None) -> int:
-    """Run a CLI body; known failures become one line on stderr and exit code 2, never a traceback."""
+    """Run a CLI body; known failures become one printable line on stderr and their exit code, never a traceback."""
+    import warnings
+
+    from PIL import Image
+
     from edge.backends import BackendUnavailable
     from edge.bundle import BundleError
-    from edge.imaging import ImageError
+    from edge.imaging import ImageError, printable
 
+    # Pillow warns (on stderr) about images between its own limit and twice it, which edge.imaging refuses anyway
+    # with its own message; set once here, for the process the CLI owns, never per call in the hot path.
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
     prog = main_fn.__module__.rsplit(".", 1)[-1]
+    codes = ((BundleError, EXIT_BUNDLE), (BackendUnavailable, EXIT_NO_BACKEND),
+             ((ImageError, OSError, ValueError), EXIT_ERROR))
     try:
         return main_fn(argv)
-    except (BundleError, BackendUnavailable, ImageError, FileNotFoundError, ValueError) as e:
-        print(f"edge-{prog}: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"edge-{prog}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        code = next((c for kinds, c in codes if isinstance(e, kinds)), None)
+        if code is None:
+            raise
+        print(f"edge-{prog}: error: {printable(_one_line(e), 500)}", file=sys.stderr)
+        return code
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror and e.filename:  # e.g. an output path: "out.csv: Permission denied"
+        return f"{e.filename}: {e.strerror}"
+    return " ".join(str(e).split()) or type(e).__name__
