@@ -90,14 +90,15 @@ def test_store_answers_with_a_structured_report(node, receiver, service, tmp_pat
     assert _store(node, ds).Status == 0x0000
     caller, sr = receiver[1].get(timeout=WAIT_S)
     assert caller == "BONEAGE"
-    want = service.model.predict(source)  # the runtime on the same file
-    _check_sr(sr, ds, want, service.model_info())
+    want = service.model.predict(source, sex=ds.PatientSex)  # the runtime on the same file, given its sex
+    _check_sr(sr, ds, want, service.model.bundle.meta)
     on_disk = list((tmp_path / "sr").glob("*.dcm"))
     assert [p.stem for p in on_disk] == [sr.SOPInstanceUID]
     _dciodvfy_clean(on_disk[0])
 
 
-def _check_sr(sr, ds, want, model) -> None:
+def _check_sr(sr, ds, want, meta: dict) -> None:
+    """sr answers the image ds; want: BoneAgeModel.predict on the same file; meta: bundle.json."""
     assert sr.SOPClassUID == ComprehensiveSRStorage
     assert sr.Modality == "SR"
     for same in ("PatientID", "PatientName", "PatientSex", "PatientBirthDate", "StudyInstanceUID", "AccessionNumber"):
@@ -113,12 +114,13 @@ def _check_sr(sr, ds, want, model) -> None:
     assert fields["Sex as seen in the image"] == want.sex.capitalize()
     if want.given_sex:
         assert fields["Sex the bone age was read against"] == want.given_sex.capitalize()
-    assert fields["Algorithm Name"] == model["name"] and fields["Algorithm Version"] == model["version"]
+    assert (fields["Algorithm Name"], fields["Algorithm Version"]) == (meta["model"]["name"], meta["model"]["version"])
     assert fields["Finding Site"] == "Hand"
-    low, high = getattr(want, "interval_low_months", None), getattr(want, "interval_high_months", None)
-    if low is not None:
-        assert fields["Bone age prediction interval lower limit"] == (pytest.approx(low, abs=0.005), "mo")
-        assert fields["Bone age prediction interval upper limit"] == (pytest.approx(high, abs=0.005), "mo")
+    if "intervals" in (meta.get("clinical") or {}):  # the bundle is calibrated: the SR carries the interval
+        low, unit = fields["Bone age prediction interval lower limit"]
+        high, _ = fields["Bone age prediction interval upper limit"]
+        assert unit == "mo" and low < fields["Bone age"][0] < high
+        assert fields["Bone age prediction interval coverage"] == (90.0, "%")
 
 
 def _dciodvfy_clean(path: Path) -> None:
@@ -151,7 +153,7 @@ def test_dcmtk_storescu(node, receiver, service, tmp_path):
                          capture_output=True, text=True, timeout=WAIT_S)
     assert out.returncode == 0, out.stdout + out.stderr
     _, sr = receiver[1].get(timeout=WAIT_S)
-    _check_sr(sr, pydicom.dcmread(source), service.model.predict(source), service.model_info())
+    _check_sr(sr, pydicom.dcmread(source), service.model.predict(source, sex="M"), service.model.bundle.meta)
     echoscu = _dcmtk("echoscu")
     assert subprocess.run([echoscu, "-aet", "STORESCU", "-aec", "BONEAGE", "127.0.0.1", str(node.port)],
                           timeout=WAIT_S).returncode == 0

@@ -7,7 +7,6 @@ nothing touches the disk. Elsewhere a private temporary folder holds the file fo
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
 import re
 import tempfile
@@ -15,12 +14,19 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
+from edge import output
+from edge.clinical import heatmap, report
+from edge.clinical.context import in_context
+from edge.clinical.patient import Patient, PatientError, patients_for
+from edge.imaging import decode_radiograph, to_unit
+from edge.preprocess import to_model_input
 from edge.runtime import BoneAgeModel, Failure, Prediction
 
 
 class Service:
     def __init__(self, model: BoneAgeModel, serialise: bool = True):
         self.model = model
+        self.output_info = output.model_info(model.bundle)  # model and model_version, on every record
         # BoneAgeModel is not yet proven safe to share across threads for every backend (OpenVINO infer
         # requests are not); until it is, one call runs at a time. Requests still overlap their I/O.
         self._lock = threading.Lock() if serialise else None
@@ -30,18 +36,36 @@ class Service:
         return cls(BoneAgeModel.load(bundle, backend=backend, precision=precision, threads=threads))
 
     def predict(self, uploads: list[tuple[str, bytes]], sex=None, age=None) -> list[Prediction | Failure]:
-        """[(file name as the user named it, file bytes)] -> one record each, in order, named by that name.
-        sex, age: the patient's, if known (one for every upload)."""
+        """[(file name as the user named it, file bytes)] -> one record each, in order, named by that name, in
+        clinical context (edge.clinical). sex, age: the patient's, if known (for every upload; a DICOM file's
+        own PatientSex and dates are used where they are not given). A bad age is a ValueError."""
         names = [safe_name(name) for name, _ in uploads]
         with memory_files([data for _, data in uploads]) as paths:
-            with self._locked():
-                results = self.model.predict_many(paths, batch_size=1, **self._patient(sex, age))
+            results = self._predict_paths(paths, sex, age)
             return [_renamed(r, path, name) for r, path, name in zip(results, paths, names)]
 
-    def _patient(self, sex, age) -> dict:
-        if age is not None and "age" not in inspect.signature(self.model.predict_many).parameters:
-            raise ValueError("this runtime does not take a chronological age (edge.clinical not installed)")
-        return {"sex": sex} if age is None else {"sex": sex, "age": age}
+    def _predict_paths(self, paths: list[str], sex, age) -> list[Prediction | Failure]:
+        patients = patients_for(paths, age=age, sex=sex or "")
+        known = [p if isinstance(p, Patient) else None for p in patients]
+        with self._locked():
+            results = self.model.predict_many(paths, batch_size=1, sex=[p.sex if p else "" for p in known])
+        results = [Failure(path, str(p)) if isinstance(p, PatientError) else r
+                   for r, p, path in zip(results, patients, paths)]
+        return in_context(results, known, self.model.bundle)
+
+    def report(self, upload: tuple[str, bytes], sex=None, age=None) -> str:
+        """One upload -> the printable HTML page of edge.clinical.report (radiograph, occlusion heatmap, context).
+        A file that gives no estimate is a ValueError naming it."""
+        name = safe_name(upload[0])
+        with memory_files([upload[1]]) as [path]:
+            result = _renamed(self._predict_paths([path], sex, age)[0], path, name)
+            if isinstance(result, Failure):
+                raise ValueError(f"{name}: {result.error}")
+            decoded = decode_radiograph(path)  # as the estimate decoded it: the map explains that very input
+        with self._locked():
+            heat = heatmap.occlusion_map(self.model, to_model_input(decoded, self.model.spec), result.given_sex)
+        image = to_unit(decoded)
+        return report.render(result, self.model.bundle, image, heatmap.overlay(image, heat, self.model.spec))
 
     def model_info(self) -> dict:
         """Bundle name, version, backend, input spec and the measured accuracy stored in bundle.json."""

@@ -1,0 +1,121 @@
+"""edge-serve: a local web page and JSON API for bone age, and optionally a DICOM node answering with an SR.
+
+Listens on 127.0.0.1 only unless --host says otherwise. On any other address anyone who can reach it could send
+images: it then needs an access token (--token or $EDGE_SERVE_TOKEN; one is made up and printed when neither is
+given). Research use only.
+"""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import secrets
+import sys
+
+from edge.cli.common import add_model_args, run_cli
+
+TOKEN_ENV = "EDGE_SERVE_TOKEN"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="edge-serve", description=__doc__.splitlines()[0])
+    add_model_args(p)
+    web = p.add_argument_group("web page and JSON API")
+    web.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this computer only)")
+    web.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    web.add_argument("--no-web", action="store_true", help="run the DICOM node only")
+    web.add_argument("--token", default=os.environ.get(TOKEN_ENV),
+                     help=f"access token the API requires (Authorization: Bearer TOKEN); default ${TOKEN_ENV}")
+    web.add_argument("--max-upload-mb", type=float, default=64, help="largest request body accepted (default 64)")
+    web.add_argument("--no-access-log", action="store_true", help="no per-request log lines")
+    dicom = p.add_argument_group("DICOM node")
+    dicom.add_argument("--dicom-port", type=int, help="start the DICOM node on this port (e.g. 11112)")
+    dicom.add_argument("--ae-title", default="BONEAGE", help="the node's AE title (default BONEAGE)")
+    dicom.add_argument("--allow-ae", action="append", metavar="AE",
+                       help="accept associations only from this calling AE title (repeat for several)")
+    dicom.add_argument("--send-to", metavar="AE@HOST:PORT", help="send each Structured Report here by C-STORE")
+    dicom.add_argument("--sr-dir", metavar="FOLDER", help="also write each Structured Report into this folder")
+    return p.parse_args(argv)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def _main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.no_web and args.dicom_port is None:
+        raise ValueError("--no-web needs --dicom-port: nothing to serve")
+    token = args.token
+    if not is_loopback(args.host):
+        print(f"edge-serve: WARNING: listening on {args.host}, not only this computer: anyone who can reach it "
+              "can send images. Use it on a trusted network only.", file=sys.stderr)
+        if not token and not args.no_web:
+            token = secrets.token_urlsafe(24)
+            print(f"edge-serve: no --token or ${TOKEN_ENV} given; this run's token: {token}", file=sys.stderr)
+    service = _load(args)
+    node = _start_dicom(args, service) if args.dicom_port is not None else None
+    try:
+        if args.no_web:
+            print("edge-serve: DICOM node running; Ctrl-C stops it", file=sys.stderr)
+            _wait_forever()
+        else:
+            _serve_web(args, service, token)
+    finally:
+        if node:
+            node.stop()
+    return 0
+
+
+def _load(args):
+    from edge.serve.service import Service
+
+    return Service.load(args.bundle, backend=args.backend, precision=args.precision, threads=args.threads)
+
+
+def _start_dicom(args, service):
+    from edge.serve.dicom_node import DicomNode, Peer
+
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # association chatter, not per-image detail
+    peer = Peer.parse(args.send_to) if args.send_to else None
+    node = DicomNode(service, args.ae_title, args.allow_ae, peer, args.sr_dir).start(args.host, args.dicom_port)
+    print(f"edge-serve: DICOM node {args.ae_title} on {args.host}:{node.port}"
+          + (f", reports to {peer.ae_title}@{peer.host}:{peer.port}" if peer else "")
+          + (f", reports written to {args.sr_dir}" if args.sr_dir else "")
+          + (f", callers allowed: {', '.join(args.allow_ae)}" if args.allow_ae else ", any calling AE accepted"),
+          file=sys.stderr)
+    return node
+
+
+def _serve_web(args, service, token) -> None:
+    import uvicorn
+
+    from edge.serve.web import create_app
+
+    app = create_app(service, token=token, max_upload_mb=args.max_upload_mb)
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"edge-serve: open http://{shown}:{args.port}/" + (f"#token={token}" if token else ""), file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, access_log=not args.no_access_log, log_level="info")
+
+
+def _wait_forever() -> None:
+    import threading
+
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+
+
+def main(argv=None) -> int:
+    return run_cli(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""The local web page and JSON API over one shared model (edge.serve.service).
+
+POST /v1/predict  multipart: files (one or more PNG/JPEG/DICOM), sex (F/M, optional), age (optional, as the
+                  clinical module reads it); ?format=csv for the CSV that edge-infer writes
+POST /v1/report   multipart: one file (+ sex, age) -> the HTML report of edge.clinical.report, when installed
+GET  /v1/health, GET /v1/model, GET /openapi.json, GET / (the page)
+
+Nothing is written to disk (uploads stay in memory, edge.serve.service) and nothing about a patient is logged:
+the access log carries method, path and status only, file names travel in the body.
+"""
+from __future__ import annotations
+
+import hmac
+import io
+from importlib import resources
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from edge.output import CsvSink, record
+from edge.runtime import parse_sex
+from edge.serve.service import Service
+
+MAX_UPLOAD_MB = 64  # one request's body; a hand DICOM is a few tens of MB at most
+MAX_FILES = 50
+
+_FORM_SCHEMA = {  # the multipart body, for the OpenAPI description (the endpoint parses the form itself)
+    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["files"],
+        "properties": {
+            "files": {"type": "array", "items": {"type": "string", "format": "binary"},
+                      "description": "PNG, JPEG or DICOM radiographs of one hand"},
+            "sex": {"type": "string", "enum": ["F", "M", ""], "description": "the patient's sex, if known"},
+            "age": {"type": "string", "description": "chronological age, e.g. 10y3m, 123m, 10.25y (if known)"}}}}}}}
+
+
+def create_app(service: Service, token: str | None = None, max_upload_mb: float = MAX_UPLOAD_MB,
+               max_files: int = MAX_FILES) -> FastAPI:
+    """token: when set, every /v1/ call but health needs `Authorization: Bearer <token>`."""
+    # No /docs or /redoc: their pages load scripts from a CDN, and this server works offline.
+    app = FastAPI(title="boneage-edge", version=service.model_info()["version"] or "0",
+                  description="Bone age and sex from hand radiographs. Research use only.",
+                  docs_url=None, redoc_url=None)
+    limit = int(max_upload_mb * 1024 * 1024)
+
+    @app.exception_handler(ValueError)
+    def bad_value(request: Request, e: ValueError):  # a bad form value (age, sex): the user's to fix
+        return JSONResponse({"detail": str(e)}, status_code=422)
+
+    def authorised(request: Request) -> None:
+        if token is None:
+            return
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            raise HTTPException(401, "missing or wrong access token (Authorization: Bearer <token>)")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> str:
+        return (resources.files("edge.serve") / "page.html").read_text()
+
+    @app.get("/v1/health")
+    def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/v1/model", dependencies=[Depends(authorised)])
+    def model() -> dict:
+        return service.model_info()
+
+    @app.post("/v1/predict", dependencies=[Depends(authorised)], openapi_extra=_FORM_SCHEMA,
+              responses={200: {"content": {"text/csv": {}}}})
+    async def predict(request: Request, format: str = "json"):
+        if format not in ("json", "csv"):
+            raise HTTPException(422, "format must be json or csv")
+        uploads, sex, age = await _read_form(request, limit, max_files)
+        results = await run_in_threadpool(service.predict, uploads, sex, age)
+        records = [record(r, service.output_info) for r in results]
+        if format == "csv":
+            return Response(csv_text(records), media_type="text/csv",
+                            headers={"Content-Disposition": 'attachment; filename="bone-age.csv"'})
+        return {"results": records}
+
+    @app.post("/v1/report", dependencies=[Depends(authorised)], openapi_extra=_FORM_SCHEMA,
+              response_class=HTMLResponse)
+    async def report(request: Request):
+        uploads, sex, age = await _read_form(request, limit, 1)
+        html = await run_in_threadpool(service.report, uploads[0], sex, age)
+        return HTMLResponse(html)
+
+    return app
+
+
+async def _read_form(request: Request, limit: int, max_files: int):
+    """The multipart body, capped at `limit` bytes and held in memory -> ([(name, bytes)], sex, age)."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise HTTPException(415, "send the files as multipart/form-data")
+    if int(request.headers.get("content-length") or 0) > limit:
+        raise HTTPException(413, f"upload larger than {limit // 2**20} MB")
+
+    async def capped():
+        seen = 0
+        async for chunk in request.stream():
+            seen += len(chunk)
+            if seen > limit:
+                raise HTTPException(413, f"upload larger than {limit // 2**20} MB")
+            yield chunk
+
+    parser = MultiPartParser(request.headers, capped(), max_files=max_files, max_fields=10)
+    parser.spool_max_size = limit + 1  # the body is capped above, so a file never spills to a temporary file
+    try:
+        form = await parser.parse()
+    except MultiPartException as e:
+        raise HTTPException(400, str(e)) from None
+    files = [f for f in form.getlist("files") if not isinstance(f, str)]
+    if not files:
+        raise HTTPException(400, "no files: send one or more images in the form field 'files'")
+    uploads = [(f.filename, await f.read()) for f in files]
+    await form.close()
+    try:
+        sex = parse_sex(form.get("sex"))
+    except ValueError as e:
+        raise HTTPException(422, str(e)) from None
+    return uploads, sex or None, (form.get("age") or "").strip() or None
+
+
+def csv_text(records: list[dict]) -> str:
+    """The CSV edge-infer writes (edge.output), for the same records."""
+    out = io.StringIO()
+    sink = CsvSink("-", out)
+    for rec in records:
+        sink.write(rec)
+    return out.getvalue()
