@@ -6,6 +6,7 @@ from __future__ import annotations
 import queue
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 
 import pytest
@@ -126,7 +127,7 @@ def _check_sr(sr, ds, want, meta: dict) -> None:
 def _dciodvfy_clean(path: Path) -> None:
     """dciodvfy (dicom3tools) finds no error; warnings about the local coding scheme are expected."""
     if not shutil.which("dciodvfy"):
-        print("dciodvfy (Debian dicom3tools) not installed: SR not validated by it")
+        warnings.warn("dciodvfy (Debian dicom3tools) not installed: the SR was not validated by it")
         return
     out = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
     errors = [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
