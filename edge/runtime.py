@@ -1,6 +1,7 @@
 """BoneAgeModel: load a bundle, pick a backend, predict bone age and sex from radiographs."""
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -13,6 +14,7 @@ from edge.bundle import Bundle, BundleError, load_bundle
 from edge.cpu import auto_precision
 from edge.formats import AUTO_ORDER, FORMATS, PRECISIONS, get_format
 from edge.imaging import ImageError
+from edge.pipeline import default_workers, ordered_map
 from edge.preprocess import preprocess
 from edge.reference import compare, reference_samples, tolerance
 
@@ -162,35 +164,77 @@ class BoneAgeModel:
     def predict(self, source, sex=None) -> Prediction:
         """One path or 2-D array -> Prediction. Raises ImageError (one-line message) for a bad file.
         sex: the patient's sex ("F"/"M"), if known: bone age standards are sex-specific."""
-        result = self.predict_many([source], batch_size=1, sex=sex)[0]
+        result = self.predict_many([source], batch_size=1, sex=sex, workers=0)[0]
         if isinstance(result, BackendFailure):
             raise BackendUnavailable(f"{result.file}: {result.error}")  # the runtime failed, not the file
         if isinstance(result, Failure):
             raise ImageError(result.file, result.error)
         return result
 
-    def predict_many(self, sources, batch_size: int = 8, progress=None, sex=None) -> list[Prediction | Failure]:
-        """Paths or arrays -> one Prediction or Failure each, in input order. A bad input never stops the
-        batch. `progress`, if given, is called with the number of inputs finished after each batch.
-        sex: None, one sex for every input, or one per input (None/"" where not known)."""
+    def predict_many(self, sources, batch_size: int = 8, progress=None, sex=None,
+                     workers: int | None = None) -> list[Prediction | Failure]:
+        """Paths or arrays -> one Prediction or Failure each, in input order (predict_iter, collected).
+        `progress`, if given, is called with the number of inputs finished after each batch."""
+        results = []
+        for result in self.predict_iter(sources, batch_size, sex, workers):
+            results.append(result)
+            if progress and (len(results) % batch_size == 0 or len(results) == len(sources)):
+                progress(len(results))
+        return results
+
+    def predict_iter(self, sources, batch_size: int = 8, sex=None, workers: int | None = None):
+        """Paths or arrays -> one Prediction or Failure each, yielded in input order as soon as its batch is
+        done. A bad input never stops the batch. sex: None, one sex for every input, or one per input (None/""
+        where not known). workers: threads that decode and preprocess ahead of the network (edge.pipeline;
+        None: one per core, 0: none, all in this thread). Memory stays bounded whatever the number of inputs."""
         sources = list(sources)
         sexes = self._given_sexes(sex, len(sources))
-        results: list[Prediction | Failure | None] = [None] * len(sources)
+        workers = default_workers() if workers is None else workers
+        compiling = self._prepare_batch_size(min(batch_size, len(sources)))
+        prepared = ordered_map(self.prepare_input, enumerate(sources), workers, ahead=batch_size + workers)
+        done: dict[int, Prediction | Failure] = {}  # finished, waiting for an earlier input's batch
         pending: list[tuple[int, np.ndarray]] = []
-        for k, src in enumerate(sources):
-            try:
-                pending.append((k, preprocess(src, self.spec)))
-            except ImageError as e:
-                results[k] = Failure(_name(src, k), e.problem)
-            except Exception as e:  # a decoder's unforeseen failure is this file's problem, not the batch's
-                first = (str(e).strip().splitlines() or [""])[0]
-                results[k] = Failure(_name(src, k), f"cannot read image ({type(e).__name__}: {first})")
+        upcoming = 0
+        for k, item in enumerate(prepared):
+            if isinstance(item, Failure):
+                done[k] = item
+            else:
+                pending.append((k, item))
             if len(pending) == batch_size or (k == len(sources) - 1 and pending):
-                self._run_batch(pending, sources, sexes, results)
+                if compiling:
+                    compiling.join()
+                    compiling = None
+                self._run_batch(pending, sources, sexes, done)
                 pending = []
-                if progress:
-                    progress(k + 1)
-        return results
+            while upcoming in done:
+                yield done.pop(upcoming)
+                upcoming += 1
+
+    def prepare_input(self, indexed) -> np.ndarray | Failure:
+        """The per-file step every decode worker runs: (index, path or array) -> network input, or the
+        input's Failure (never raises for a bad input)."""
+        k, src = indexed
+        try:
+            return preprocess(src, self.spec)
+        except ImageError as e:
+            return Failure(_name(src, k), e.problem)
+        except Exception as e:  # a decoder's unforeseen failure is this file's problem, not the batch's
+            first = (str(e).strip().splitlines() or [""])[0]
+            return Failure(_name(src, k), f"cannot read image ({type(e).__name__}: {first})")
+
+    def _prepare_batch_size(self, n: int):
+        """Compile the batch-n model in a thread while the first inputs are decoded (OpenVINO compiles one
+        static shape per batch size: about a second). Returns the thread to join before the first batch."""
+        if n <= 1:
+            return None
+        def compile_quietly():  # a failure here is raised again, as a one-line error, by the batch's own prepare
+            try:
+                self.backend.prepare(n)
+            except Exception:
+                pass
+        thread = threading.Thread(target=compile_quietly, name="edge-compile", daemon=True)
+        thread.start()
+        return thread
 
     def _given_sexes(self, sex, n: int) -> list[str]:
         sexes = [parse_sex(s) for s in sex] if isinstance(sex, (list, tuple)) else [parse_sex(sex)] * n
