@@ -1,0 +1,75 @@
+"""edge-infer --ray: the same runtime over Ray Data on a real local Ray cluster (127.0.0.1, one worker, one CPU),
+giving the rows and per-file failures the single-machine run gives. Skipped where Ray is not installed
+(pip install ".[cluster]")."""
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import pytest
+
+from conftest import repo_env
+
+
+def _rows(path) -> list[dict]:
+    with open(path, newline="") as f:
+        return [{k: v for k, v in row.items() if k != "ms"} for row in csv.DictReader(f)]  # ms: timing, not a result
+
+
+@pytest.fixture
+def mixed_inputs(tiny_images, tmp_path):
+    bad = tmp_path / "truncated.png"
+    bad.write_bytes(tiny_images[0].read_bytes()[:200])
+    return [str(tiny_images[0]), str(bad), *(str(p) for p in tiny_images[1:5]), str(tmp_path / "missing.png")]
+
+
+def test_ray_run_writes_the_rows_of_the_single_machine_run(tiny_bundle, mixed_inputs, tmp_path):
+    pytest.importorskip("ray", reason="Ray is not installed: pip install '.[cluster]' to test edge-infer --ray")
+    home = tmp_path / "home"
+    home.mkdir()
+    env = repo_env() | {"HOME": str(home)}  # what Ray would write under the user's home shows up here
+    common = [*mixed_inputs, "--bundle", str(tiny_bundle), "--backend", "onnxruntime", "--precision", "fp32",
+              "--batch-size", "2", "--no-progress"]
+    single, on_ray = tmp_path / "single.csv", tmp_path / "ray.csv"
+    subprocess.run([sys.executable, "-m", "edge.cli.infer", *common, "--csv", str(single)], env=env,
+                   capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "edge.cli.infer", *common, "--csv", str(on_ray), "--ray", "local",
+                           "--ray-workers", "1", "--ray-cpus", "1"], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 1, done.stderr  # two inputs fail, as on one machine
+    assert "Traceback" not in done.stderr, done.stderr
+    want, got = _rows(single), _rows(on_ray)
+    assert len(want) == len(mixed_inputs) and got == want
+    assert [r["file"] for r in got] == mixed_inputs
+    assert sum(bool(r["error"]) for r in got) == 2
+    assert list(home.iterdir()) == []  # no ~/.ray/auth_token, no usage-stats files
+
+
+def test_ray_results_decode_to_the_runtime_records():
+    from edge.distributed import _decode, _encode
+    from edge.runtime import Failure, Prediction
+
+    p = Prediction("a.png", 120.5, 0.9, "male", "openvino", "int8", 3.2, given_sex="male")
+    f = Failure("b.png", "no such file")
+    assert _decode(_encode(p)) == p and _decode(_encode(f)) == f
+
+
+def test_a_worker_of_another_version_is_a_one_line_error():
+    from edge.distributed import ClusterError, _decode
+
+    text = '{"failure": false, "file": "a.png", "bone_age_months": 1.0, "a_field_from_the_future": 1}'
+    with pytest.raises(ClusterError, match="another version of boneage-edge"):
+        _decode(text)
+
+
+def test_ray_model_refuses_arrays_and_bad_sizes(tiny_bundle):
+    import numpy as np
+
+    from edge.distributed import RayModel
+
+    with pytest.raises(ValueError, match="at least 1 worker"):
+        RayModel("local", tiny_bundle, workers=0)
+    model = RayModel("local", tiny_bundle)
+    with pytest.raises(ValueError, match="give paths, not arrays"):
+        list(model.predict_iter([np.zeros((90, 90), np.uint8)]))
