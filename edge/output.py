@@ -50,8 +50,8 @@ def safe_text(text) -> str:
 def _digits(key: str) -> int | None:
     """Decimals a float field is rounded to, by what its name says it measures."""
     key = key.lower()
-    if key == "p_male" or key.startswith(("p_", "prob")) or key.endswith(("_p", "probability")):
-        return 3
+    if key == "p_male" or key.startswith(("p_", "prob")) or key.endswith(("_p", "probability", "_level")):
+        return 3  # (interval_level: a coverage such as 0.95, not months)
     if "month" in key or "age" in key or "interval" in key:
         return 1
     if key == "ms" or key.endswith("_ms") or "sds" in key or key.endswith("_z"):
@@ -145,6 +145,12 @@ def table_header(info: dict, backend: str, precision: str) -> str:
     return "\n".join([*textwrap.wrap(title, WIDTH), columns])
 
 
+def clinical_summary(result) -> str:
+    from edge.clinical.context import summary
+
+    return summary(result)
+
+
 def table_rows(result) -> str:
     """One result as table lines: its row, then any error or warning indented below (wrapped to WIDTH)."""
     name = f"{shorten(printable(result.file), _FILE_WIDTH):<{_FILE_WIDTH}}"
@@ -156,6 +162,7 @@ def table_rows(result) -> str:
     else:
         lines = [name + "".join(f" {cell(result):>{w}}" for _, w, cell in _COLUMNS)]
         notes = [printable(result.warning)] if result.warning else []
+        notes += [printable(s) for s in [clinical_summary(result)] if s]  # interval, age, delay, SDS (edge.clinical)
     for note in notes:
         lines += textwrap.wrap(note, WIDTH, initial_indent="  ", subsequent_indent="    ")
     return "\n".join(lines)

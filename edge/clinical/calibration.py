@@ -20,23 +20,36 @@ def logit(p) -> np.ndarray:
 
 
 def sigmoid(z) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(z, float)))
+    z = np.asarray(z, float)
+    return np.exp(-np.logaddexp(0, -z))  # 1 / (1 + e^-z) without overflow
 
 
-def fit_platt(p_male, male, iterations: int = 50) -> tuple[float, float]:
-    """(a, b) minimising the log loss of sigmoid(a * logit(p) + b) against male (0/1): Newton's method."""
+def fit_platt(p_male, male, iterations: int = 100) -> tuple[float, float]:
+    """(a, b) minimising the log loss of sigmoid(a * logit(p) + b) against male (0/1): Newton's method,
+    each step halved until the loss falls (plain Newton can overshoot on saturated probabilities)."""
     z, y = logit(p_male), np.asarray(male, float)
     x = np.c_[z, np.ones_like(z)]
     w = np.array([1.0, 0.0])
+    loss = _log_loss(x @ w, y)
     for _ in range(iterations):
         q = sigmoid(x @ w)
         grad = x.T @ (q - y)
         hess = x.T @ (x * (q * (1 - q))[:, None]) + 1e-9 * np.eye(2)
         step = np.linalg.solve(hess, grad)
-        w -= step
-        if np.max(np.abs(step)) < 1e-10:
+        for _ in range(30):
+            new = _log_loss(x @ (w - step), y)
+            if new <= loss:
+                break
+            step = step / 2
+        w, improved, loss = w - step, loss - new, new
+        if improved < 1e-12:
             break
     return float(w[0]), float(w[1])
+
+
+def _log_loss(scores, y) -> float:
+    """Mean binary cross-entropy of logits `scores`, computed stably."""
+    return float(np.mean(np.logaddexp(0, scores) - y * scores))
 
 
 def apply(p_male, a: float, b: float):

@@ -54,3 +54,24 @@ def in_context(results, patients, bundle, level: float = DEFAULT_LEVEL) -> list:
 
     clinical = fitted(bundle)
     return [annotate(r, p, clinical, level) if isinstance(r, Prediction) else r for r, p in zip(results, patients)]
+
+
+def summary(pred) -> str:
+    """The clinical fields as one line for the table (empty when none was computed)."""
+    parts = []
+    if pred.interval_low_months is not None:
+        parts.append(f"{pred.interval_level:.0%} interval {pred.interval_low_months:.0f}-"
+                     f"{pred.interval_high_months:.0f} mo")
+    if pred.chronological_age_months is not None:
+        months = int(round(pred.chronological_age_months))
+        age = f"age {months // 12}y {months % 12}m ({pred.age_source})"
+        parts.append(age + (f": {pred.delay_months:+.1f} mo" if pred.delay_months is not None else ""))
+    if pred.sds is not None:
+        parts.append(f"SDS {pred.sds:+.2f} {pred.category}")
+    if pred.given_sex_source and not pred.given_sex_source.startswith("--"):
+        parts.append(f"sex {pred.given_sex} from {pred.given_sex_source}")
+    if pred.sex_uncertain:
+        parts.append("sex call uncertain")
+    if pred.context_note and pred.chronological_age_months is not None:
+        parts.append(pred.context_note)
+    return "; ".join(parts)

@@ -5,12 +5,11 @@ neighbours overlap by half) is set to 0, the image's own mean after the per-imag
 occluded set is run through the loaded backend in fixed-size batches. A pixel's value is the mean change
 of the estimate, |bone age occluded - bone age|, in months, over the patches that cover it. Occlusion needs
 no extra graph output and no gradient, so the bundle's graph is untouched and every backend and precision
-computes its own map. Cost: GRID^2 network passes (144 by default), whatever the input size.
+computes its own map. Cost: GRID^2 + 1 network passes (145 by default), whatever the input size.
 """
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -90,15 +89,13 @@ def overlay(image: np.ndarray, heat: np.ndarray, spec, display: int = DISPLAY) -
     return Image.fromarray((base * (1 - alpha) + _colour(v) * alpha).astype(np.uint8), "RGB")
 
 
-def write_heatmap(model, source, out_dir, sex: str = "", name: str | None = None) -> Path:
-    """Compute the map for one radiograph (path) and write OUT_DIR/<name>.heatmap.png; returns the path."""
+def explain(model, source, sex: str = "") -> tuple[np.ndarray, Image.Image]:
+    """One radiograph (path) -> (the image in [0, 1], its heatmap overlay), decoded as preprocess() decodes it
+    so the map explains that very input."""
     from edge.imaging import decode_radiograph, to_unit
     from edge.preprocess import to_model_input
 
-    decoded = decode_radiograph(source)  # as preprocess() decodes it: the map explains that very input
+    decoded = decode_radiograph(source)
     heat = occlusion_map(model, to_model_input(decoded, model.spec), sex)
     image = to_unit(decoded)
-    out = Path(out_dir) / f"{name or Path(source).stem}.heatmap.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    overlay(image, heat, model.spec).save(out, optimize=True)
-    return out
+    return image, overlay(image, heat, model.spec)
