@@ -228,6 +228,26 @@ def test_access_log_carries_no_file_names(server):
     assert "127.0.0.1:" in log and "0.0.0.0" not in log
 
 
+def test_concurrent_requests_share_one_model(server, service, tmp_path):
+    """8 clients at once, each answer equal to BoneAgeModel.predict on its own file (no mix-up, no error)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    files = [*SAMPLES, write(radiograph_dataset(SAMPLES[0], "DX", sex="F"), tmp_path / "girl.dcm")]
+    want = {p.name: _expected(service, p, sex="F" if p.suffix == ".dcm" else None) for p in files}
+
+    def client(k: int) -> list[tuple[str, dict]]:
+        with httpx.Client(base_url=server.url, timeout=120) as c:
+            return [(p.name, c.post("/v1/predict", files=_files(p)).json()["results"][0])
+                    for p in (files[(k + j) % len(files)] for j in range(4))]
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = [a for batch in pool.map(client, range(8)) for a in batch]
+    assert len(answers) == 32
+    for name, got in answers:
+        assert got["file"] == name
+        _same(got, want[name])
+
+
 def test_other_address_warns_and_needs_a_token(tmp_path):
     s = Server("--host", "0.0.0.0", tmp=tmp_path)
     try:

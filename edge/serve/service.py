@@ -10,7 +10,6 @@ import dataclasses
 import os
 import re
 import tempfile
-import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,12 +23,12 @@ from edge.runtime import BoneAgeModel, Failure, Prediction
 
 
 class Service:
-    def __init__(self, model: BoneAgeModel, serialise: bool = True):
+    """Concurrent requests call one BoneAgeModel from many threads: every backend is safe for that (OpenVINO
+    keeps a pool of infer requests; tests/test_hardening.py), so nothing here serialises them."""
+
+    def __init__(self, model: BoneAgeModel):
         self.model = model
         self.output_info = output.model_info(model.bundle)  # model and model_version, on every record
-        # BoneAgeModel is not yet proven safe to share across threads for every backend (OpenVINO infer
-        # requests are not); until it is, one call runs at a time. Requests still overlap their I/O.
-        self._lock = threading.Lock() if serialise else None
 
     @classmethod
     def load(cls, bundle=None, backend="auto", precision="auto", threads=None) -> "Service":
@@ -47,8 +46,9 @@ class Service:
     def _predict_paths(self, paths: list[str], sex, age) -> list[Prediction | Failure]:
         patients = patients_for(paths, age=age, sex=sex or "")
         known = [p if isinstance(p, Patient) else None for p in patients]
-        with self._locked():
-            results = self.model.predict_many(paths, batch_size=1, sex=[p.sex if p else "" for p in known])
+        # Batch 1 in the calling thread: a request's files are few, and a pool of decode threads per request
+        # would only compete with the other requests' threads.
+        results = self.model.predict_many(paths, batch_size=1, sex=[p.sex if p else "" for p in known], workers=0)
         results = [Failure(path, str(p)) if isinstance(p, PatientError) else r
                    for r, p, path in zip(results, patients, paths)]
         return in_context(results, known, self.model.bundle)
@@ -62,8 +62,7 @@ class Service:
             if isinstance(result, Failure):
                 raise ValueError(f"{name}: {result.error}")
             decoded = decode_radiograph(path)  # as the estimate decoded it: the map explains that very input
-        with self._locked():
-            heat = heatmap.occlusion_map(self.model, to_model_input(decoded, self.model.spec), result.given_sex)
+        heat = heatmap.occlusion_map(self.model, to_model_input(decoded, self.model.spec), result.given_sex)
         image = to_unit(decoded)
         return report.render(result, self.model.bundle, image, heatmap.overlay(image, heat, self.model.spec))
 
@@ -75,14 +74,6 @@ class Service:
                 "backend": self.model.backend_name, "precision": self.model.precision,
                 "input": {"height": spec.height, "width": spec.width, "channels": spec.channels},
                 "uses_sex": self.model.uses_sex, "reference_metrics": meta.get("reference_metrics", {})}
-
-    @contextmanager
-    def _locked(self):
-        if self._lock is None:
-            yield
-        else:
-            with self._lock:
-                yield
 
 
 def safe_name(name: str | None) -> str:
