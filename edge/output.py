@@ -16,8 +16,9 @@ import os
 import sys
 import textwrap
 import time
-import unicodedata
 from pathlib import Path
+
+from edge.imaging import printable
 
 WIDTH = 80  # the table fits an 80-column terminal
 MODEL_FIELDS = ("model", "model_version")
@@ -117,10 +118,10 @@ def shorten(text: str, width: int) -> str:
     return text[:width - 3 - tail] + "..." + text[-tail:]
 
 
-def printable(text) -> str:
-    """One line for the terminal: undecodable bytes escaped, control characters (newlines, escape sequences
-    from a file) shown as \\xNN instead of acting on the terminal."""
-    return "".join(c if unicodedata.category(c) != "Cc" else f"\\x{ord(c):02x}" for c in safe_text(text))
+def _line(text) -> str:
+    """One line for the terminal: undecodable bytes escaped (safe_text), control characters (newlines, escape
+    sequences from a file) made harmless (edge.imaging.printable; the table shortens, not it)."""
+    return printable(safe_text(text), limit=10_000)
 
 
 _SEX = {"female": "F", "male": "M", "": "-"}
@@ -153,16 +154,16 @@ def clinical_summary(result) -> str:
 
 def table_rows(result) -> str:
     """One result as table lines: its row, then any error or warning indented below (wrapped to WIDTH)."""
-    name = f"{shorten(printable(result.file), _FILE_WIDTH):<{_FILE_WIDTH}}"
+    name = f"{shorten(_line(result.file), _FILE_WIDTH):<{_FILE_WIDTH}}"
     error = getattr(result, "error", None)
     if error is not None:
         status = str(getattr(result, "status", "") or "failed")
         lines = [f"{name}{'':>{WIDTH - _FILE_WIDTH - 8}} {status[:7]:>7}"]
-        notes = [printable(error)]
+        notes = [_line(error)]
     else:
         lines = [name + "".join(f" {cell(result):>{w}}" for _, w, cell in _COLUMNS)]
-        notes = [printable(result.warning)] if result.warning else []
-        notes += [printable(s) for s in [clinical_summary(result)] if s]  # interval, age, delay, SDS (edge.clinical)
+        notes = [_line(result.warning)] if result.warning else []
+        notes += [_line(s) for s in [clinical_summary(result)] if s]  # interval, age, delay, SDS (edge.clinical)
     for note in notes:
         lines += textwrap.wrap(note, WIDTH, initial_indent="  ", subsequent_indent="    ")
     return "\n".join(lines)

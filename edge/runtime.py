@@ -149,7 +149,7 @@ class BoneAgeModel:
                               f"{name} {prec} failed: {type(e).__name__}: {(str(e).splitlines() or [''])[0]}")
         usable = ", ".join(n for n in FORMATS if _installed(n)) or "none"
         raise BackendUnavailable(f"no backend can run {' or '.join(precisions)} from {b.root}: "
-                                 + ("; ".join(errors) or "the bundle has no such artifact")
+                                 + ("; ".join(dict.fromkeys(errors)) or "the bundle has no such artifact")
                                  + f" (installed here: {usable})")
 
     @property

@@ -5,14 +5,10 @@ Exit code 0 only when every input was processed; a bad input is reported and the
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import sys
 
+from edge.cli.clinical import add_clinical_args, in_context, with_patients
 from edge.cli.common import Progress, add_model_args, run_cli
-
-FIELDS = ("file", "bone_age_months", "p_male", "sex", "given_sex", "backend", "precision", "ms", "warning")
-
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="edge-infer", description=__doc__.splitlines()[0])
@@ -26,12 +22,56 @@ def parse_args(argv=None):
                        help="each patient's sex, for a batch: a CSV with columns file and sex (F/M; empty: not "
                             "known), matched to each input by its path as given, else by its file name; inputs "
                             "it does not list get the sex-blind estimate")
-    out = p.add_mutually_exclusive_group()
-    out.add_argument("--json", action="store_true", help="print a JSON list, one object per input")
-    out.add_argument("--csv", metavar="FILE", help="also write the results as CSV to FILE ('-' for stdout)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--no-progress", action="store_true")
-    return p.parse_args(argv)
+    add_clinical_args(p, given)
+    out = p.add_argument_group("output (rows are written as each result arrives: an interrupted run keeps them)")
+    out.add_argument("--json", action="store_true",
+                     help="print a JSON list on stdout instead of the table, one object per input (closed properly "
+                          "on Ctrl-C or SIGTERM)")
+    out.add_argument("--jsonl", metavar="FILE", help="write JSON Lines to FILE ('-' for stdout): one object per "
+                                                     "line, each complete on its own; what --resume reads best")
+    out.add_argument("--csv", metavar="FILE", help="write CSV to FILE ('-' for stdout); with --json or the table")
+    out.add_argument("--resume", action="store_true",
+                     help="continue an interrupted run: skip the inputs already in the --csv/--jsonl FILE and "
+                          "append the rest (a missing FILE starts afresh)")
+    p.add_argument("--batch-size", type=_positive, default=8, metavar="N",
+                   help="images per call to the runtime (default 8); larger uses more memory, rarely faster")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress line on stderr (it is shown only when the results do not go to the terminal)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="threads that decode and preprocess images while the network runs (default: one per core, "
+                        "at most 4; 0: none, one image after another)")
+    ray = p.add_argument_group("Ray (pip install 'boneage-edge[cluster]'; docs/THROUGHPUT.md)")
+    ray.add_argument("--ray", metavar="ADDRESS|local",
+                     help="run on a Ray cluster through Ray Data, one loaded model per worker: 'local' starts one on "
+                          "this machine (127.0.0.1), else a cluster address such as auto or HOST:6379; every worker "
+                          "reads the inputs at the paths given and the bundle at the same path (or its own default)")
+    ray.add_argument("--ray-workers", type=_positive, default=1, metavar="N", help="Ray workers (default 1)")
+    ray.add_argument("--ray-cpus", type=float, default=1.0, metavar="C",
+                     help="CPUs Ray reserves for each worker, also its runtime's threads (default 1)")
+    args = p.parse_args(argv)
+    to_stdout = [flag for flag, on in (("--json", args.json), ("--csv -", args.csv == "-"),
+                                       ("--jsonl -", args.jsonl == "-")) if on]
+    if len(to_stdout) > 1:
+        p.error(f"{' and '.join(to_stdout)} would both write to stdout: send one of them to a file")
+    if args.resume and not any(f and f != "-" for f in (args.csv, args.jsonl)):
+        p.error("--resume needs an output file to resume: --csv FILE or --jsonl FILE")
+    if args.threads is not None and args.threads < 1:
+        p.error(f"--threads must be at least 1 (got {args.threads}); leave it out to use all cores")
+    if args.workers is not None and args.workers < 0:
+        p.error(f"--workers must be 0 or more (got {args.workers})")
+    if args.ray_cpus <= 0:
+        p.error(f"--ray-cpus must be more than 0 (got {args.ray_cpus})")
+    return args
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _sex(text: str) -> str:
@@ -45,114 +85,122 @@ def _sex(text: str) -> str:
 
 def _main(argv=None) -> int:
     from edge.imaging import expand_inputs
-    from edge.runtime import BoneAgeModel, Failure
+    from edge.output import model_info, table_header
 
     args = parse_args(argv)
+    _stop_on_sigterm()
+    sys.stdout.reconfigure(errors="backslashreplace")  # whatever the terminal's encoding, a name never aborts
     entries = expand_inputs(args.inputs)
     files = [path for path, why in entries if why is None]
-    sexes = args.sex
-    if args.sexes:
-        entries, files, sexes = _with_listed_sexes(entries, files, args.sexes)
-    model = BoneAgeModel.load(args.bundle, backend=args.backend, precision=args.precision, threads=args.threads)
-    # Counts image files read; an input that names no file is reported in the table, not here.
-    progress = Progress(len(files), "edge-infer: image files", enabled=not args.no_progress and not args.json)
-    predictions = iter(model.predict_many(files, batch_size=args.batch_size, progress=progress, sex=sexes)
-                       if files else [])
-    results = [next(predictions) if why is None else Failure(path, why) for path, why in entries]
-    rows = [r.to_dict() for r in results]
-    if args.json:
-        print(json.dumps(rows, indent=1))
-    elif args.csv == "-":
-        _write_csv(rows, sys.stdout)
-    else:
-        print(format_table(rows))
-        if args.csv:
-            with open(args.csv, "w", newline="") as f:
-                _write_csv(rows, f)
-    failed = [r for r in results if isinstance(r, Failure)]
+    entries, files, sexes, patients = with_patients(entries, files, args)  # --sex/--sexes/--patients/--age, DICOM tags
+    model = _load_model(args)
+    info = model_info(model.bundle)
+    sinks = _open_sinks(args, info)
+    entries, files, sexes = _skip_done(entries, files, sexes, sinks)
+    table = not any(s.path == "-" for s in sinks)
+    if table:
+        print(table_header(info, model.backend_name, model.precision), flush=True)
+    # Rows on the terminal are progress enough; the progress line is for output going elsewhere.
+    show = not args.no_progress and not (table and sys.stdout.isatty())
+    progress = Progress(len(files), "edge-infer: image files", enabled=show)
+    done = failed = 0
+    try:
+        for result in in_context(_results(model, entries, files, sexes, args, progress), model, patients,
+                                 args):
+            _emit(result, info, sinks, table)
+            done, failed = done + 1, failed + (getattr(result, "error", None) is not None)
+    except (KeyboardInterrupt, SystemExit):
+        written = [s.path for s in sinks if s.path != "-"]
+        print(f"\nedge-infer: stopped after {done} of {len(entries)} input(s)"
+              + (f"; their rows are in {', '.join(written)} (rerun with --resume to finish)" if written else ""),
+              file=sys.stderr)
+        raise
+    finally:
+        for s in sinks:
+            s.close()
     if failed and not args.json:
-        print(f"{len(failed)} of {len(results)} input(s) failed", file=sys.stderr)
-    return 1 if failed or not results else 0
+        print(f"{failed} of {done} input(s) failed", file=sys.stderr)
+    return 1 if failed or not entries and not args.resume else 0
 
 
-def _with_listed_sexes(entries, files: list[str], csv_path):
-    """Look each file up in the sexes CSV. A file whose row is unusable becomes a failed input (the others
-    go on): a wrong or guessed sex must not be used silently."""
-    looked_up = sexes_for(files, read_sexes(csv_path))
-    bad = {f: str(v) for f, v in zip(files, looked_up) if isinstance(v, ValueError)}
-    entries = [(path, bad.get(path) if why is None else why) for path, why in entries]
-    kept = [(f, v) for f, v in zip(files, looked_up) if f not in bad]
-    if any(not v for _, v in kept):
-        print(f"edge-infer: {sum(not v for _, v in kept)} of {len(files)} image file(s) have no sex in {csv_path}: "
-              "sex-blind estimates for them", file=sys.stderr)
-    return entries, [f for f, _ in kept], [v for _, v in kept]
+def _load_model(args):
+    if args.ray:  # the workers load the model; this process reads the bundle for the header and context only
+        from edge.distributed import RayModel
+
+        return RayModel(args.ray, args.bundle, backend=args.backend, precision=args.precision, threads=args.threads,
+                        workers=args.ray_workers, cpus_per_worker=args.ray_cpus)
+    from edge.runtime import BoneAgeModel
+
+    return BoneAgeModel.load(args.bundle, backend=args.backend, precision=args.precision, threads=args.threads)
 
 
-def read_sexes(path) -> dict[str, str | ValueError]:
-    """CSV with columns file and sex -> {file as written: "female"/"male"/"" (not known), or the ValueError
-    of an unusable row, naming the CSV line}. Only a CSV without those columns is an error for the batch."""
-    from edge.runtime import parse_sex
+def _open_sinks(args, info) -> list:
+    """The requested output streams, opened (and read, with --resume) before any image is read."""
+    from edge.output import open_sink
 
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        columns = {c.strip().lower(): c for c in reader.fieldnames or []}
-        if "file" not in columns or "sex" not in columns:
-            raise ValueError(f"{path}: needs a header with columns file and sex; found {reader.fieldnames}")
-        table = {}
-        for row in reader:
-            name = (row[columns["file"]] or "").strip()
-            try:
-                sex = parse_sex(row[columns["sex"]])
-            except ValueError as e:
-                sex = ValueError(f"{path}, line {reader.line_num}: {e}")
-            if name in table and str(table[name]) != str(sex):
-                sex = ValueError(f"{path}, line {reader.line_num}: {name} is listed twice with different sexes")
-            table[name] = sex
-    return table
+    wanted = [("json", "-")] if args.json else []
+    wanted += [(kind, path) for kind, path in (("csv", args.csv), ("jsonl", args.jsonl)) if path]
+    sinks = []
+    try:
+        for kind, path in wanted:
+            sinks.append(open_sink(kind, path, info, resume=args.resume))
+    except BaseException:
+        for s in sinks:
+            s.close()
+        raise
+    return sinks
 
 
-def sexes_for(files: list[str], table: dict) -> list:
-    """Each file's entry in read_sexes' table: by the path as given, else by file name; "" when not listed.
-    A file name that two inputs share, listed by name alone, is ambiguous: a ValueError for both."""
-    from pathlib import Path
+def _skip_done(entries, files, sexes, sinks):
+    """With --resume: leave out the inputs every output file already holds (by the file name as written)."""
+    from edge.output import safe_text
 
-    names = [Path(f).name for f in files]
-    out = []
-    for f, name in zip(files, names):
-        if f in table:
-            out.append(table[f])
-        elif name in table:
-            ambiguous = names.count(name) > 1
-            out.append(ValueError(f"{name}: more than one input has this file name; give its path in the sexes "
-                                  "CSV") if ambiguous else table[name])
+    files_out = [s for s in sinks if s.path != "-"]
+    if not files_out or not any(s.done for s in files_out):
+        return entries, files, sexes
+    skip = {path for path, _ in entries if all(safe_text(path) in s.done for s in files_out)}
+    per_file = isinstance(sexes, list)
+    kept = [(f, x) for f, x in zip(files, sexes if per_file else [sexes] * len(files)) if f not in skip]
+    print(f"edge-infer: resuming: {len(skip)} of {len(entries)} input(s) already in "
+          f"{', '.join(s.path for s in files_out)}, skipped", file=sys.stderr)
+    return ([e for e in entries if e[0] not in skip], [f for f, _ in kept],
+            [x for _, x in kept] if per_file else sexes)
+
+
+def _results(model, entries, files, sexes, args, progress):
+    """Each input's Prediction or Failure, in input order, as soon as it is done (so it is written at once)."""
+    from edge.runtime import Failure
+
+    found = (model.predict_iter(files, batch_size=args.batch_size, sex=sexes, workers=args.workers) if files
+             else iter(()))
+    n = 0
+    for path, why in entries:
+        if why is None:
+            n += 1
+            result = next(found)
+            progress(n)
+            yield result
         else:
-            out.append("")
-    return out
+            yield Failure(path, why)
 
 
-def format_table(rows: list[dict]) -> str:
-    lines = [f"{'file':<40} {'bone age':>18} {'given':>6} {'sex':>7} {'P(male)':>8} {'backend':>16} {'ms':>7}"]
-    for r in rows:
-        if "error" in r:
-            lines.append(f"{_short(r['file']):<40} FAILED: {r['error']}")
-            continue
-        months = r["bone_age_months"]
-        age = f"{months:6.1f} mo ({int(months // 12)}y {months % 12:4.1f}m)"
-        lines.append(f"{_short(r['file']):<40} {age:>18} {r['given_sex'] or '-':>6} {r['sex']:>7} "
-                     f"{r['p_male']:>8.3f} {r['backend'] + ' ' + r['precision']:>16} {r['ms']:>7.1f}")
-        if r["warning"]:
-            lines.append(f"{'':<40} WARNING: {r['warning']}")
-    return "\n".join(lines)
+def _emit(result, info, sinks, table: bool) -> None:
+    from edge.output import record, table_rows
+
+    rec = record(result, info)
+    for s in sinks:
+        s.write(rec)
+    if table:
+        print(table_rows(result), flush=True)
 
 
-def _write_csv(rows: list[dict], f) -> None:
-    w = csv.DictWriter(f, fieldnames=[*FIELDS, "error"], extrasaction="ignore")
-    w.writeheader()
-    w.writerows(rows)
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a service stop, `kill`) ends the run as Ctrl-C does: the output files are closed properly."""
+    import signal
 
-
-def _short(path: str, width: int = 40) -> str:
-    return path if len(path) <= width else "..." + path[-(width - 3):]
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, stop)
 
 
 def main(argv=None) -> int:
