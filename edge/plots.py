@@ -20,7 +20,7 @@ def require_matplotlib(option: str = "--plot") -> None:
         import matplotlib  # noqa: F401
     except ImportError:
         raise PlotUnavailable(f"{option} needs matplotlib, which is not installed here: pip install matplotlib "
-                              f"(or leave {option} out)") from None
+                              f"(the 'plot' extra), or leave {option} out") from None
 
 
 def _pyplot():
