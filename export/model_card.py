@@ -17,7 +17,8 @@ LIMITS = """\
   larger error than full-resolution models (the paper used full-resolution images).
 - No external validation: all numbers come from a held-out part of the RSNA 2017 *training* set (one
   population: Stanford, Colorado, UCLA); performance on other populations, scanners and positioning is
-  unknown.
+  unknown. Check it on your own labelled images before relying on it: `edge-verify --data FOLDER` evaluates
+  every image the model was not trained or selected on, with the errors by age band and sex.
 - Images unlike RSNA radiographs (other body parts, heavy post-processing, photographs of film) give
   meaningless numbers; the tool does not detect them.
 - Sex output is what the network infers from the image, not the patient's recorded sex; use the recorded
