@@ -110,8 +110,9 @@ def test_auto_picks_an_installed_backend_and_predicts(phantom_bundle, images, ov
     assert int8.predict(images[0]).precision == "int8"
 
 
-@pytest.mark.parametrize("flags, vnni", [("fpu avx avx2 fma", False), ("avx2 avx512f avx512_vnni", True),
-                                         ("avx2 avx_vnni", True), ("avx2 amx_bf16 amx_int8", True)])
+@pytest.mark.parametrize("flags, vnni", [("fpu sse4_2 avx", False), ("fpu avx avx2 fma", True),
+                                         ("avx2 avx512f avx512_vnni", True), ("avx2 avx_vnni", True),
+                                         ("avx2 amx_bf16 amx_int8", True)])
 def test_int8_is_the_default_only_with_int8_dot_products(flags, vnni):
     from edge.cpu import int8_dot_product
 

@@ -14,8 +14,8 @@ def add_model_args(p: argparse.ArgumentParser, precision_default: str | None = "
                    help="runtime (auto: fastest installed here)")
     if precision_default:
         p.add_argument("--precision", default=precision_default, choices=["auto", *PRECISIONS],
-                       help="auto: INT8 where this CPU has INT8 dot products (VNNI/AMX) and a backend runs it right and faster "
-                            "than FP32 (OpenVINO), else FP32")
+                       help="auto: INT8 where this CPU has INT8 products (AVX2, VNNI, AMX) and a backend runs it right and "
+                            "faster than FP32 (OpenVINO), else FP32")
     p.add_argument("--threads", type=int, help="CPU threads for the runtime (default: all cores)")
 
 
