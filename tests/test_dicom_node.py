@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import queue
 import shutil
+import socket
 import subprocess
+import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -17,7 +20,7 @@ pytest.importorskip("highdicom")
 import pydicom  # noqa: E402
 from pydicom.uid import ComprehensiveSRStorage, ExplicitVRLittleEndian  # noqa: E402
 from pynetdicom import AE, evt  # noqa: E402
-from pynetdicom.sop_class import Verification  # noqa: E402
+from pynetdicom.sop_class import DigitalXRayImageStorageForPresentation, Verification  # noqa: E402
 
 from edge.runtime import default_bundle_path  # noqa: E402
 from edge.serve.dicom_node import IMAGE_CLASSES, DicomNode, Peer  # noqa: E402
@@ -190,3 +193,49 @@ def test_send_to_is_parsed_and_checked():
 def test_node_needs_a_destination(service):
     with pytest.raises(ValueError, match="--sr-dir"):
         DicomNode(service)
+
+
+def test_absent_destination_does_not_stop_the_node(service, tmp_path):
+    """The PACS is down: the image is still answered (the SR is in --sr-dir) and the node carries on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    n = DicomNode(service, send_to=Peer("DOWN", "127.0.0.1", closed), sr_dir=tmp_path / "sr").start("127.0.0.1", 0)
+    try:
+        for _ in range(2):
+            assert _store(n, radiograph_dataset(SAMPLE, "DX")).Status == 0x0000
+        assert len(list((tmp_path / "sr").glob("*.dcm"))) == 2
+    finally:
+        n.stop()
+
+
+def test_edge_serve_runs_the_node(tmp_path):
+    """`edge-serve --no-web --dicom-port N --sr-dir D --allow-ae A` as a clinic would start it."""
+    from conftest import REPO, repo_env
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "serve.log"
+    proc = subprocess.Popen([sys.executable, "-m", "edge.cli.serve", "--no-web", "--dicom-port", str(port),
+                             "--ae-title", "HANDS", "--allow-ae", "MODALITY", "--sr-dir", str(tmp_path / "sr")],
+                            cwd=REPO, env=repo_env(), stdout=log.open("w"), stderr=subprocess.STDOUT)
+    try:
+        ae = AE(ae_title="MODALITY")
+        ae.add_requested_context(DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian)
+        deadline = time.monotonic() + 120
+        while not (assoc := ae.associate("127.0.0.1", port, ae_title="HANDS")).is_established:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        ds = radiograph_dataset(SAMPLE, "DX")
+        assert assoc.send_c_store(ds).Status == 0x0000
+        assoc.release()
+        sr = pydicom.dcmread(next((tmp_path / "sr").glob("*.dcm")))
+        assert read_sr(sr)["source"] == ds.SOPInstanceUID
+        assert "DICOM node HANDS on 127.0.0.1" in log.read_text()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    bad = subprocess.run([sys.executable, "-m", "edge.cli.serve", "--dicom-port", "0"], cwd=REPO, env=repo_env(),
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--sr-dir" in bad.stderr and "Traceback" not in bad.stderr

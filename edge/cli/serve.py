@@ -52,6 +52,10 @@ def _main(argv=None) -> int:
     args = parse_args(argv)
     if args.no_web and args.dicom_port is None:
         raise ValueError("--no-web needs --dicom-port: nothing to serve")
+    if args.dicom_port is not None and not (args.send_to or args.sr_dir):
+        from edge.serve.dicom_node import NO_DESTINATION
+
+        raise ValueError(NO_DESTINATION)  # said before the model loads, as a typo in --send-to is
     token = args.token
     if not is_loopback(args.host):
         print(f"edge-serve: WARNING: listening on {args.host}, not only this computer: anyone who can reach it "
@@ -59,8 +63,9 @@ def _main(argv=None) -> int:
         if not token and not args.no_web:
             token = secrets.token_urlsafe(24)
             print(f"edge-serve: no --token or ${TOKEN_ENV} given; this run's token: {token}", file=sys.stderr)
+    peer = _peer(args.send_to) if args.send_to else None  # a typo is reported before the model loads
     service = _load(args)
-    node = _start_dicom(args, service) if args.dicom_port is not None else None
+    node = _start_dicom(args, service, peer) if args.dicom_port is not None else None
     try:
         if args.no_web:
             print("edge-serve: DICOM node running; Ctrl-C stops it", file=sys.stderr)
@@ -79,11 +84,16 @@ def _load(args):
     return Service.load(args.bundle, backend=args.backend, precision=args.precision, threads=args.threads)
 
 
-def _start_dicom(args, service):
-    from edge.serve.dicom_node import DicomNode, Peer
+def _peer(text: str):
+    from edge.serve.dicom_node import Peer
+
+    return Peer.parse(text)
+
+
+def _start_dicom(args, service, peer):
+    from edge.serve.dicom_node import DicomNode
 
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # association chatter, not per-image detail
-    peer = Peer.parse(args.send_to) if args.send_to else None
     node = DicomNode(service, args.ae_title, args.allow_ae, peer, args.sr_dir).start(args.host, args.dicom_port)
     print(f"edge-serve: DICOM node {args.ae_title} on {args.host}:{node.port}"
           + (f", reports to {peer.ae_title}@{peer.host}:{peer.port}" if peer else "")

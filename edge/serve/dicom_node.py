@@ -28,6 +28,8 @@ from edge.serve.sr import build_sr
 IMAGE_CLASSES = (ComputedRadiographyImageStorage, DigitalXRayImageStorageForPresentation,
                  DigitalXRayImageStorageForProcessing, SecondaryCaptureImageStorage)
 CANNOT_UNDERSTAND = 0xC000
+NO_DESTINATION = ("the DICOM node needs somewhere to put its reports: --send-to AE@host:port and/or "
+                  "--sr-dir FOLDER")
 log = logging.getLogger("edge.serve.dicom")
 
 
@@ -55,8 +57,7 @@ class DicomNode:
     def __init__(self, service: Service, ae_title: str = "BONEAGE", allowed_callers=None,
                  send_to: Peer | None = None, sr_dir=None):
         if not send_to and not sr_dir:
-            raise ValueError("the DICOM node needs somewhere to put its reports: --send-to AE@host:port and/or "
-                             "--sr-dir FOLDER")
+            raise ValueError(NO_DESTINATION)
         self.service, self.ae_title, self.send_to = service, ae_title, send_to
         self.sr_dir = Path(sr_dir) if sr_dir else None
         if self.sr_dir:
