@@ -211,6 +211,7 @@ class CsvSink(Sink):
     def __init__(self, path, stream, done=None, header: list[str] | None = None):
         super().__init__(path, stream, done)
         self.fields = header or columns()
+        self.missing = [c for c in columns() if c not in self.fields]  # resumed under an older header
         self.writer = csv.writer(stream)
         if header is None:
             self.writer.writerow(self.fields)
@@ -271,7 +272,9 @@ def read_existing(kind: str, path: str, info: dict) -> tuple[set[str], list[str]
         return set(), None
     rows = _csv_rows(p, text) if kind == "csv" else _jsonl_rows(p, text)
     header = next(csv.reader([text.splitlines()[0]])) if kind == "csv" else None
-    other = {(r.get("model"), r.get("model_version")) for r in rows} - {(info["model"], info["model_version"])}
+    # Rows without a model (an older version's file) are taken as this model's: only a known other one is refused.
+    other = {(r.get("model"), r.get("model_version")) for r in rows if r.get("model")} - {
+        (info["model"], info["model_version"])}
     if other:
         name, version = sorted(other, key=str)[0]
         raise OutputError(f"{path}: holds results of model {name} {version}, and this run uses {info['model']} "

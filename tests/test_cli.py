@@ -174,6 +174,19 @@ def test_resume_skips_what_the_file_has_and_appends_the_rest(tiny_bundle, tiny_i
     assert out.returncode == 2 and "--resume needs an output file" in out.stderr
 
 
+def test_resume_from_an_older_versions_csv(tiny_bundle, tiny_images, tmp_path):
+    """A CSV written before the model columns existed: its inputs are skipped, its header kept, and the user told
+    which fields the appended rows leave out."""
+    out_csv = tmp_path / "old.csv"
+    out_csv.write_text("file,bone_age_months,p_male,sex,backend,precision,ms,given_sex,warning,error\n"
+                       f"{tiny_images[0]},100.0,0.5,male,onnxruntime,fp32,1.0,,,\n")
+    out = _cli("infer", *tiny_images[:2], "--bundle", tiny_bundle, "--csv", out_csv, "--resume", "--no-progress")
+    assert out.returncode == 0, out.stderr
+    assert "1 of 2 input(s) already in" in out.stderr and "has no column for" in out.stderr and "model" in out.stderr
+    rows = list(csv.DictReader(open(out_csv, newline="")))
+    assert [r["file"] for r in rows] == [str(p) for p in tiny_images[:2]] and rows[1]["bone_age_months"] != ""
+
+
 def test_undecodable_file_name_end_to_end(tiny_bundle, tiny_images, tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()

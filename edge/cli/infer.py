@@ -89,7 +89,8 @@ def _main(argv=None) -> int:
 
     args = parse_args(argv)
     _stop_on_sigterm()
-    sys.stdout.reconfigure(errors="backslashreplace")  # whatever the terminal's encoding, a name never aborts
+    if hasattr(sys.stdout, "reconfigure"):  # whatever the terminal's encoding, a file name never aborts the table
+        sys.stdout.reconfigure(errors="backslashreplace")
     entries = expand_inputs(args.inputs)
     files = [path for path, why in entries if why is None]
     entries, files, sexes, patients = with_patients(entries, files, args)  # --sex/--sexes/--patients/--age, DICOM tags
@@ -148,6 +149,10 @@ def _open_sinks(args, info) -> list:
         for s in sinks:
             s.close()
         raise
+    for s in sinks:
+        if getattr(s, "missing", None):
+            print(f"edge-infer: {s.path} has no column for {', '.join(s.missing)} (written by an older version): "
+                  "the appended rows leave them out", file=sys.stderr)
     return sinks
 
 
@@ -195,12 +200,15 @@ def _emit(result, info, sinks, table: bool) -> None:
 
 
 def _stop_on_sigterm() -> None:
-    """SIGTERM (a service stop, `kill`) ends the run as Ctrl-C does: the output files are closed properly."""
+    """SIGTERM (a service stop, `kill`) ends the run as Ctrl-C does: the output files are closed properly.
+    Only the main thread can set a handler; called from another thread, SIGTERM keeps its default."""
     import signal
+    import threading
 
     def stop(signum, frame):
         raise SystemExit(128 + signum)
-    signal.signal(signal.SIGTERM, stop)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
 
 
 def main(argv=None) -> int:
