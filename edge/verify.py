@@ -237,7 +237,19 @@ def verify_labelled(bundle_dir, data, split: str = "test", backends=None, thresh
             out[key][name] = entry
     entries = [e for key in variants for e in out.get(key, {}).values()]
     out["passed"] = bool(outputs) and all(e.get("retention", {}).get("passed", True) for e in entries)
+    _check_clinical(out, bundle_dir, labels, outputs.get(main))
     return out
+
+
+def _check_clinical(out: dict, bundle_dir, labels, outputs) -> None:
+    """The bundle's prediction intervals and P(male) calibration on these images, for the backend edge-infer
+    uses (edge.clinical.evaluate; its gate joins out["passed"])."""
+    from edge.clinical.evaluate import check
+
+    clinical = load_bundle(bundle_dir).meta.get("clinical")
+    if clinical and outputs is not None:
+        out["clinical"] = check(clinical, labels.age, labels.male, outputs)
+        out["passed"] = out["passed"] and out["clinical"]["passed"]
 
 
 def _plot(path, key: str, labels: Labels, age, m: dict, name: str, bundle_dir) -> Path:
@@ -301,4 +313,7 @@ def format_report(result: dict, split: str) -> str:
                 blocks += ["", f"{name} (what edge-infer uses here):", format_breakdown(v["breakdown"])]
             if "plot" in v:
                 blocks.append(f"agreement plot: {v['plot']}")
+    if "clinical" in result:
+        from edge.clinical.evaluate import format_check
+        blocks += ["", f"{result['primary']}: " + format_check(result["clinical"])]
     return "\n".join(blocks)

@@ -32,7 +32,7 @@ def _png_uri(img: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def chart_svg(pred, sex: str, width: int = 360, height: int = 300) -> str:
+def chart_svg(pred, sex: str, width: int = 340, height: int = 260) -> str:
     """Bone age against chronological age (years): the identity line, the reference's +-2 SD band for this
     sex, and this patient (the interval as a bar). Without a chronological age the bone age is a line."""
     pad, top = 40, 12
@@ -143,9 +143,10 @@ def render(pred, bundle, image: np.ndarray | None = None, heat: Image.Image | No
 <style>
 @page {{ size: A4; margin: 12mm; }}
 body {{ font-family: "DejaVu Sans", Arial, sans-serif; font-size: 11pt; color: #111; max-width: 190mm; margin: 0 auto; }}
+@media print {{ body {{ font-size: 10pt; }} }}
 h1 {{ font-size: 15pt; margin: 0 0 2mm; }} h2 {{ font-size: 11pt; margin: 4mm 0 1mm; }}
 .banner {{ border: 2px solid #c0392b; padding: 2mm 3mm; font-weight: bold; margin: 2mm 0 3mm; }}
-.pics {{ display: flex; gap: 4mm; }} figure {{ margin: 0; }} figure img {{ height: 85mm; display: block; }}
+.pics {{ display: flex; gap: 4mm; }} figure {{ margin: 0; }} figure img {{ height: 72mm; display: block; }}
 figcaption {{ font-size: 8pt; max-width: 62mm; color: #444; }}
 .cols {{ display: flex; gap: 5mm; align-items: flex-start; }}
 table {{ border-collapse: collapse; }} th {{ text-align: left; font-weight: normal; color: #444; padding: 1mm 3mm 1mm 0; }}
