@@ -103,7 +103,9 @@ class DicomNode:
         result = self.service.predict([(f"{ds.get('SOPInstanceUID', 'image')}.dcm", data.getvalue())])[0]
         if isinstance(result, Failure) or getattr(result, "status", "ok") != "ok":
             reason = getattr(result, "error", "") or getattr(result, "reason", "") or "not assessed"
-            log.warning("C-STORE from %s: image not assessed: %s", event.assoc.requestor.ae_title, reason)
+            # The reason may quote the file's own tags (a birth date): it goes back to the sender only, not to the log.
+            log.warning("C-STORE from %s: image not assessed (reason in the response's Error Comment)",
+                        event.assoc.requestor.ae_title)
             return _failure(reason)
         try:
             sr = build_sr(result, ds, self.model)
