@@ -125,6 +125,12 @@ def _check_sr(sr, ds, want, meta: dict) -> None:
         high, _ = fields["Bone age prediction interval upper limit"]
         assert unit == "mo" and low < fields["Bone age"][0] < high
         assert fields["Bone age prediction interval coverage"] == (90.0, "%")
+    # The image's own dates give the chronological age (PatientBirthDate 2014-01-02, StudyDate 2026-01-15).
+    age, unit = fields["Age"]
+    assert unit == "mo" and age == pytest.approx(144.4, abs=0.05)
+    assert fields["Bone age minus chronological age"] == (pytest.approx(fields["Bone age"][0] - age, abs=0.02), "mo")
+    assert fields["Bone age category"] in ("Delayed", "Within", "Advanced")
+    assert "Bone age standard deviation score (Greulich-Pyle)" in fields
 
 
 def _dciodvfy_clean(path: Path) -> None:

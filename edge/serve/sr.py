@@ -1,8 +1,9 @@
 """A result record (edge.runtime.Prediction) as a DICOM Structured Report on the source image (highdicom).
 
 Content: TID 1500 Measurement Report with one TID 1501 group referencing the source image, holding the bone age
-(LOINC 85151-9 "XR Bone age", UCUM mo), the prediction interval and P(male) when the record has them, the sex as
-the network sees it and the sex the estimate was read against, and the algorithm's name and version (TID 4019).
+(LOINC 85151-9 "XR Bone age", UCUM mo), P(male), and what the record's clinical context has (prediction interval,
+chronological age, delay, SDS, category), the sex as the network sees it and the sex the estimate was read
+against, and the algorithm's name and version (TID 4019).
 Quantities without a standard code use this project's local coding scheme (LOCAL, declared in the SR's Coding
 Scheme Identification Sequence). The SR is a Comprehensive SR in the source image's study, for its patient.
 """
@@ -16,19 +17,24 @@ from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
 LOCAL = "99BONEAGE"
-BONE_AGE = Code("85151-9", "LN", "Bone age")
 MONTHS, NO_UNITS, PERCENT = codes.UCUM.Month, codes.UCUM.NoUnits, codes.UCUM.Percent
-P_MALE = Code("p-male", LOCAL, "Probability of male sex")
-INTERVAL_LOW = Code("interval-low", LOCAL, "Bone age prediction interval lower limit")
-INTERVAL_HIGH = Code("interval-high", LOCAL, "Bone age prediction interval upper limit")
-INTERVAL_LEVEL = Code("interval-level", LOCAL, "Bone age prediction interval coverage")
+# (record field, concept, unit, scale, decimals): a numeric item for each field the record has a value for.
+NUMBERS = (
+    ("bone_age_months", Code("85151-9", "LN", "Bone age"), MONTHS, 1, 2),
+    ("interval_low_months", Code("interval-low", LOCAL, "Bone age prediction interval lower limit"), MONTHS, 1, 2),
+    ("interval_high_months", Code("interval-high", LOCAL, "Bone age prediction interval upper limit"), MONTHS, 1, 2),
+    ("interval_level", Code("interval-level", LOCAL, "Bone age prediction interval coverage"), PERCENT, 100, 2),
+    ("p_male", Code("p-male", LOCAL, "Probability of male sex"), NO_UNITS, 1, 4),
+    ("chronological_age_months", Code("30525-0", "LN", "Age"), MONTHS, 1, 2),
+    ("delay_months", Code("delay", LOCAL, "Bone age minus chronological age"), MONTHS, 1, 2),
+    ("sds", Code("sds", LOCAL, "Bone age standard deviation score (Greulich-Pyle)"), NO_UNITS, 1, 2),
+)
 SEX_SEEN = Code("sex-seen", LOCAL, "Sex as seen in the image")
 SEX_GIVEN = Code("sex-given", LOCAL, "Sex the bone age was read against")
 SEXES = {"male": codes.cid7455.Male, "female": codes.cid7455.Female}
+CATEGORY = Code("category", LOCAL, "Bone age category")
+CATEGORIES = {c: Code(c, LOCAL, c.capitalize()) for c in ("delayed", "within", "advanced")}
 SR_SERIES_NUMBER = 990  # a high number keeps the AI result after the acquired series in a PACS viewer
-
-# Record fields (edge.runtime.Prediction) that hold the interval, when the runtime gives one.
-INTERVAL_FIELDS = ("interval_low_months", "interval_high_months", "interval_level")
 
 
 def build_sr(record, source: Dataset, model: dict, manufacturer: str = "boneage-edge") -> hd.sr.ComprehensiveSR:
@@ -60,23 +66,17 @@ def build_sr(record, source: Dataset, model: dict, manufacturer: str = "boneage-
 
 
 def _measurements(record, algorithm) -> list[hd.sr.Measurement]:
-    def measurement(name, value, unit):
-        return hd.sr.Measurement(name=name, value=float(value), unit=unit, algorithm_id=algorithm)
-
-    out = [measurement(BONE_AGE, round(record.bone_age_months, 2), MONTHS)]
-    low, high, level = (getattr(record, f, None) for f in INTERVAL_FIELDS)
-    if low is not None and high is not None:
-        out += [measurement(INTERVAL_LOW, round(low, 2), MONTHS), measurement(INTERVAL_HIGH, round(high, 2), MONTHS)]
-        if level is not None:
-            out.append(measurement(INTERVAL_LEVEL, round(100 * level, 2), PERCENT))
-    out.append(measurement(P_MALE, round(record.p_male, 4), NO_UNITS))
-    return out
+    return [hd.sr.Measurement(name=concept, value=round(float(value) * scale, digits), unit=unit,
+                              algorithm_id=algorithm)
+            for field, concept, unit, scale, digits in NUMBERS if (value := getattr(record, field, None)) is not None]
 
 
 def _evaluations(record) -> list[hd.sr.QualitativeEvaluation]:
     out = [hd.sr.QualitativeEvaluation(SEX_SEEN, SEXES[record.sex])]
     if record.given_sex:
         out.append(hd.sr.QualitativeEvaluation(SEX_GIVEN, SEXES[record.given_sex]))
+    if getattr(record, "category", "") in CATEGORIES:
+        out.append(hd.sr.QualitativeEvaluation(CATEGORY, CATEGORIES[record.category]))
     return out
 
 
