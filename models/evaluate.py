@@ -19,8 +19,9 @@ from edge.metrics import METRIC_KEYS, evaluate, format_table
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="edge-eval", description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", required=True)
+    head, _, rest = __doc__.partition("\n\n")
+    p = argparse.ArgumentParser(prog="edge-eval", description=head, epilog=rest.split("\n\n")[0].replace("\n", " "))
+    p.add_argument("--checkpoint", required=True, help="a trained checkpoint (best.pt) with its config")
     p.add_argument("--data", required=True, metavar="FOLDER",
                    help="labelled folder (labels.csv + images/, or an RSNA CSV)")
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"],

@@ -19,7 +19,8 @@ from edge.retention import add_threshold_args
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="edge-verify", description=__doc__.splitlines()[0])
+    head, _, rest = __doc__.partition("\n\n")
+    p = argparse.ArgumentParser(prog="edge-verify", description=head, epilog=rest.replace("\n", " "))
     p.add_argument("--bundle", help="model bundle directory (default: the bundled model)")
     p.add_argument("--data", metavar="FOLDER",
                    help="labelled images (labels.csv + images/, or an RSNA CSV); omit for the self-test")
@@ -31,7 +32,7 @@ def parse_args(argv=None):
                                                       "age head per sex, FILE-sex-given.png too")
     p.add_argument("--backends", nargs="*", choices=list(FORMATS), help="default: every one that runs here")
     add_threshold_args(p)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object instead of the report")
     return p.parse_args(argv)
 
 
