@@ -241,3 +241,22 @@ def test_annotate_reads_sex_the_image_shows_only_when_certain():
     assert sure.sds is not None and "the sex the image shows" in sure.context_note
     unsure = annotate(_prediction(p_male=0.6), Patient(120, "--age"), CLINICAL)
     assert unsure.sex_uncertain and unsure.sds is None and "sex unknown" in unsure.context_note
+
+
+# ---- the held-out check (edge-verify) ------------------------------------------------------------------------
+
+def test_coverage_gate_passes_calibrated_and_fails_overconfident_intervals():
+    from edge.clinical.evaluate import check
+
+    rng = np.random.default_rng(2)
+    est, truth = _synthetic(3000, rng)
+    clinical = {"intervals": intervals.fit_all(est, None, truth)}
+    est2, truth2 = _synthetic(3000, rng)
+    outputs = {"bone_age_months": est2, "p_male": np.full(3000, 0.5)}
+    good = check(clinical, truth2, np.zeros(3000), outputs)
+    assert good["passed"] and set(good["intervals"]) == {"sex_blind"}
+    shrunk = {"intervals": intervals.fit_all(est, None, est + (truth - est) * 0.7)}  # residuals 30% too small
+    bad = check(shrunk, truth2, np.zeros(3000), outputs)
+    assert not bad["passed"] and bad["intervals"]["sex_blind"]["coverage"] < 0.85
+    few = check(shrunk, truth2[:50], np.zeros(50), {k: v[:50] for k, v in outputs.items()})
+    assert few["passed"]  # 50 images: reported, too few to gate

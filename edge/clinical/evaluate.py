@@ -13,6 +13,9 @@ from edge.clinical import calibration, intervals
 
 OVERALL_TOLERANCE = 0.02
 BAND_TOLERANCE = 0.05
+# Fewer images than this (overall, or in a band) are reported but not gated: at 90% the standard error of a
+# coverage on 100 images is 3 points, so a small clinic folder would fail or pass by chance.
+MIN_GATED = 100
 
 
 def given_age(outputs: dict, male) -> np.ndarray | None:
@@ -29,8 +32,9 @@ def check(clinical: dict, age, male, outputs: dict, level: float = 0.9) -> dict:
         c = intervals.coverage(clinical["intervals"], estimate, age, name == "sex_given", level)
         c["bands_by_true_age"] = intervals.coverage(clinical["intervals"], estimate, age, name == "sex_given",
                                                     level, by_truth=True)["bands"]
-        c["passed"] = bool(abs(c["coverage"] - level) <= OVERALL_TOLERANCE
-                           and all(b["coverage"] >= level - BAND_TOLERANCE for b in c["bands"].values()))
+        c["passed"] = bool((c["n"] < MIN_GATED or abs(c["coverage"] - level) <= OVERALL_TOLERANCE)
+                           and all(b["coverage"] >= level - BAND_TOLERANCE
+                                   for b in c["bands"].values() if b["n"] >= MIN_GATED))
         out["intervals"][name] = c
     if "sex_calibration" in clinical:
         out["sex_calibration"] = calibration.evaluate(clinical["sex_calibration"], outputs["p_male"], male)
@@ -41,7 +45,7 @@ def check(clinical: dict, age, male, outputs: dict, level: float = 0.9) -> dict:
 def format_check(result: dict) -> str:
     level = result["level"]
     lines = [f"Prediction intervals ({level:.0%}; gate: overall within {OVERALL_TOLERANCE:.0%} of nominal, every "
-             f"band of the estimate >= {level - BAND_TOLERANCE:.0%})"]
+             f"band of the estimate >= {level - BAND_TOLERANCE:.0%}; fewer than {MIN_GATED} images: not gated)"]
     for name, c in result["intervals"].items():
         bands = ", ".join(f"{k} {b['coverage']:.1%} (n {b['n']})" for k, b in c["bands"].items())
         truth = ", ".join(f"{k} {b['coverage']:.1%}" for k, b in c["bands_by_true_age"].items())
