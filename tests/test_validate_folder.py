@@ -163,3 +163,20 @@ def test_edge_eval_on_a_folder_outside_the_checkpoint_split(folder, tmp_path):
     assert "not in the model's split" in text and "largest errors" in text and "Traceback" not in text
     gone = _cli("models.evaluate", "--checkpoint", tmp_path / "nope.pt", "--data", folder)
     assert gone.returncode == 2 and gone.stderr.count("\n") == 1 and "no such checkpoint" in gone.stderr
+
+
+def test_edge_quantize_on_a_folder_outside_the_split_is_one_line(folder, tmp_path):
+    """edge-quantize needs the checkpoint's own training data: another folder is refused in one line (it was a
+    KeyError traceback), before anything is written."""
+    pytest.importorskip("nncf")
+    from models.checkpoint import save_weights
+    from models.inception import create_model
+
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": ["t1", "t2", "x9"], "val": ["v1", "x8"], "test": ["s1"]}))
+    ckpt = tmp_path / "random.pt"
+    save_weights(ckpt, create_model("w035-100"), {"split": str(split)})
+    out = _cli("quantize.cli", "--checkpoint", ckpt, "--data", folder, "--out", tmp_path / "q", "--int8", "ptq")
+    assert out.returncode == 1 and "Traceback" not in out.stderr and "KeyError" not in out.stderr, out.stderr
+    assert "lacks 1 training and 1 validation images" in out.stderr and "edge-eval or edge-verify" in out.stderr
+    assert not (tmp_path / "q" / "compressed.pt").exists()
