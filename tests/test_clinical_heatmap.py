@@ -63,3 +63,14 @@ def test_overlay_png(tmp_path):
     image, picture = heatmap.explain(model, SAMPLES[0], "female")
     assert picture.mode == "RGB" and max(picture.size) == heatmap.DISPLAY
     assert abs(picture.size[0] / picture.size[1] - image.shape[1] / image.shape[0]) < 0.01
+
+
+def test_map_back_to_the_image_frame_undoes_padding():
+    from edge.config import InputSpec
+
+    spec = InputSpec(channels=1, height=100, width=100, resize="pad", interpolation="bilinear",
+                     normalize="image", mean=0.5, std=0.25)
+    heat = np.zeros((100, 100), np.float32)
+    heat[:, 25:75] = 1.0  # a 200 x 100 (h x w) radiograph sits in the middle half of the padded square
+    frame = heatmap.to_image_frame(heat, (200, 100), spec)
+    assert frame.shape == (200, 100) and frame[5:-5, 5:-5].min() > 0.99
