@@ -245,3 +245,17 @@ def test_edge_serve_runs_the_node(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "edge.cli.serve", "--dicom-port", "0"], cwd=REPO, env=repo_env(),
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--sr-dir" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_unwritable_report_folder_is_a_failure_status(service, tmp_path):
+    n = DicomNode(service, sr_dir=tmp_path / "sr").start("127.0.0.1", 0)
+    try:
+        (tmp_path / "sr").rmdir()
+        (tmp_path / "sr").write_text("a file where the folder was")  # the SR cannot be written (as a full disk)
+        status = _store(n, radiograph_dataset(SAMPLE, "DX"))
+        assert status.Status == 0xC000 and "cannot answer the image" in status.ErrorComment
+        assoc = _associate(n)
+        assert assoc.send_c_echo().Status == 0x0000  # still answering
+        assoc.release()
+    finally:
+        n.stop()

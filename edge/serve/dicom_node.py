@@ -100,17 +100,19 @@ class DicomNode:
             ds.save_as(data, enforce_file_format=True)
         except Exception as e:  # a malformed dataset is this association's failure, never the node's
             return _failure(f"cannot read the dataset ({type(e).__name__})")
-        result = self.service.predict([(f"{ds.get('SOPInstanceUID', 'image')}.dcm", data.getvalue())])[0]
-        if isinstance(result, Failure) or getattr(result, "status", "ok") != "ok":
-            reason = getattr(result, "error", "") or getattr(result, "reason", "") or "not assessed"
-            # The reason may quote the file's own tags (a birth date): it goes back to the sender only, not to the log.
-            log.warning("C-STORE from %s: image not assessed (reason in the response's Error Comment)",
-                        event.assoc.requestor.ae_title)
-            return _failure(reason)
         try:
-            sr = build_sr(result, ds, self.model)
-        except Exception as e:  # e.g. a source image missing what an SR must copy from it
-            return _failure(f"cannot build the report ({type(e).__name__}: {str(e).splitlines()[0]})")
+            return self._answer(ds, data.getvalue(), event.assoc.requestor.ae_title)
+        except Exception as e:  # unforeseen (a full disk for --sr-dir, ...): a failure status, the node goes on
+            log.error("C-STORE from %s: %s", event.assoc.requestor.ae_title, type(e).__name__)
+            return _failure(f"cannot answer the image ({type(e).__name__})")
+
+    def _answer(self, ds: Dataset, data: bytes, caller: str) -> int | Dataset:
+        result = self.service.predict([(f"{ds.get('SOPInstanceUID', 'image')}.dcm", data)])[0]
+        if isinstance(result, Failure) or getattr(result, "status", "ok") != "ok":
+            # The reason can quote the file's own tags (a birth date): it goes back to the sender, not to the log.
+            log.warning("C-STORE from %s: image not assessed (reason in the response's Error Comment)", caller)
+            return _failure(getattr(result, "error", "") or getattr(result, "reason", "") or "not assessed")
+        sr = build_sr(result, ds, self.model)
         if self.sr_dir:
             _write_atomic(sr, self.sr_dir / f"{sr.SOPInstanceUID}.dcm")
         if self.send_to:

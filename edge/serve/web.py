@@ -2,7 +2,7 @@
 
 POST /v1/predict  multipart: files (one or more PNG/JPEG/DICOM), sex (F/M, optional), age (optional, as the
                   clinical module reads it); ?format=csv for the CSV that edge-infer writes
-POST /v1/report   multipart: one file (+ sex, age) -> the HTML report of edge.clinical.report, when installed
+POST /v1/report   multipart: one file (+ sex, age) -> the printable HTML report of edge.clinical.report
 GET  /v1/health, GET /v1/model, GET /openapi.json, GET / (the page)
 
 Nothing is written to disk (uploads stay in memory, edge.serve.service) and nothing about a patient is logged:
