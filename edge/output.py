@@ -126,23 +126,32 @@ def _line(text) -> str:
 
 _SEX = {"female": "F", "male": "M", "": "-"}
 # (header, width, cell) after the file column; the file column takes what is left of WIDTH.
-_COLUMNS = [
-    ("age mo", 6, lambda r: f"{r.bone_age_months:.1f}"),
-    ("y m", 7, lambda r: years_months(r.bone_age_months)),
-    ("given", 5, lambda r: _SEX.get(r.given_sex, r.given_sex)),
-    ("sex", 3, lambda r: _SEX.get(r.sex, r.sex)),
-    ("P(male)", 7, lambda r: f"{r.p_male:.3f}"),
-    ("ms/img", 6, lambda r: f"{r.ms:.1f}"),
-    ("status", 7, lambda r: str(getattr(r, "status", "") or "ok")),
+def _number(fmt: str, fn=None):
+    """A cell showing a numeric field with `fmt` (or fn(value)), '-' where the field is missing or None."""
+    def cell(value) -> str:
+        if value is None:
+            return "-"
+        return fn(value) if fn else format(value, fmt)
+    return cell
+
+
+_COLUMNS = [  # (header, width, field, cell text from the field's value)
+    ("age mo", 6, "bone_age_months", _number(".1f")),
+    ("y m", 7, "bone_age_months", _number("", years_months)),
+    ("given", 5, "given_sex", lambda v: _SEX.get(v or "", v)),
+    ("sex", 3, "sex", lambda v: _SEX.get(v or "", v)),
+    ("P(male)", 7, "p_male", _number(".3f")),
+    ("ms/img", 6, "ms", _number(".1f")),
+    ("status", 8, "status", lambda v: str(v or "ok")[:8]),
 ]
-_FILE_WIDTH = WIDTH - sum(w + 1 for _, w, _ in _COLUMNS)
+_FILE_WIDTH = WIDTH - sum(w + 1 for _, w, _, _ in _COLUMNS)
 
 
 def table_header(info: dict, backend: str, precision: str) -> str:
     """The model and backend (the same for every row), then the column names."""
     title = (f"{info['model']} {info['model_version']} on {backend} {precision}; "
              "ms/img: model time per image")
-    columns = f"{'file':<{_FILE_WIDTH}}" + "".join(f" {h:>{w}}" for h, w, _ in _COLUMNS)
+    columns = f"{'file':<{_FILE_WIDTH}}" + "".join(f" {h:>{w}}" for h, w, _, _ in _COLUMNS)
     return "\n".join([*textwrap.wrap(title, WIDTH), columns])
 
 
@@ -158,10 +167,10 @@ def table_rows(result) -> str:
     error = getattr(result, "error", None)
     if error is not None:
         status = str(getattr(result, "status", "") or "failed")
-        lines = [f"{name}{'':>{WIDTH - _FILE_WIDTH - 8}} {status[:7]:>7}"]
+        lines = [f"{name}{'':>{WIDTH - _FILE_WIDTH - 9}} {status[:8]:>8}"]
         notes = [_line(error)]
     else:
-        lines = [name + "".join(f" {cell(result):>{w}}" for _, w, cell in _COLUMNS)]
+        lines = [name + "".join(f" {cell(getattr(result, field, None)):>{w}}" for _, w, field, cell in _COLUMNS)]
         notes = [_line(result.warning)] if result.warning else []
         notes += [_line(s) for s in [clinical_summary(result)] if s]  # interval, age, delay, SDS (edge.clinical)
     for note in notes:

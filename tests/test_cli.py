@@ -60,6 +60,18 @@ def test_table_fits_80_columns_with_aligned_columns_units_and_years():
     assert any(line.startswith("  given sex female") for line in lines)
 
 
+def test_a_status_and_missing_values_render_in_the_table():
+    @dataclasses.dataclass
+    class Checked(Prediction):  # a status field as a quality check may add: no edit of edge.output needed
+        status: str = ""
+
+    rejected = Checked(file="foot.png", bone_age_months=None, p_male=None, sex="", backend="openvino",
+                       precision="int8", ms=3.0, status="rejected")
+    line = table_rows(rejected)
+    assert line.endswith("rejected") and len(line) == WIDTH and " - " in line
+    assert record(rejected, INFO)["status"] == "rejected" and record(rejected, INFO)["bone_age_months"] is None
+
+
 def test_years_months_and_shorten():
     assert years_months(167.6) == "14y 0m" and years_months(0.2) == "0y 0m" and years_months(12) == "1y 0m"
     assert shorten("abc", 10) == "abc"
