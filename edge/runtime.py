@@ -171,7 +171,7 @@ class BoneAgeModel:
             raise ImageError(result.file, result.error)
         return result
 
-    def predict_many(self, sources, batch_size: int = 8, progress=None, sex=None,
+    def predict_many(self, sources, batch_size: int = 1, progress=None, sex=None,
                      workers: int | None = None) -> list[Prediction | Failure]:
         """Paths or arrays -> one Prediction or Failure each, in input order (predict_iter, collected).
         `progress`, if given, is called with the number of inputs finished after each batch."""
@@ -182,9 +182,11 @@ class BoneAgeModel:
                 progress(len(results))
         return results
 
-    def predict_iter(self, sources, batch_size: int = 8, sex=None, workers: int | None = None):
+    def predict_iter(self, sources, batch_size: int = 1, sex=None, workers: int | None = None):
         """Paths or arrays -> one Prediction or Failure each, yielded in input order as soon as its batch is
-        done. A bad input never stops the batch. sex: None, one sex for every input, or one per input (None/""
+        done. A bad input never stops the batch. batch_size 1 by default: the model compiled at load (OpenVINO
+        compiles one static shape per batch size, 1-5 s each) and no faster per image at 8 on 299 px inputs or
+        under load (docs/THROUGHPUT.md). sex: None, one sex for every input, or one per input (None/""
         where not known). workers: threads that decode and preprocess ahead of the network (edge.pipeline;
         None: one per core, 0: none, all in this thread). Memory stays bounded whatever the number of inputs."""
         sources = list(sources)
