@@ -148,11 +148,12 @@ _FILE_WIDTH = WIDTH - sum(w + 1 for _, w, _, _ in _COLUMNS)
 
 
 def table_header(info: dict, backend: str, precision: str) -> str:
-    """The model and backend (the same for every row), then the column names."""
-    title = (f"{info['model']} {info['model_version']} on {backend} {precision}; "
-             "ms/img: model time per image")
+    """The model and backend (the same for every row), what ms/img is, then the column names."""
+    model = f"{info['model']} {info['model_version']}, {backend} {precision}"
+    note = "ms/img: model time per image"
+    title = [f"{model}; {note}"] if len(model) + len(note) + 2 <= WIDTH else [model[:WIDTH], note]
     columns = f"{'file':<{_FILE_WIDTH}}" + "".join(f" {h:>{w}}" for h, w, _, _ in _COLUMNS)
-    return "\n".join([*textwrap.wrap(title, WIDTH), columns])
+    return "\n".join([*title, columns])
 
 
 def clinical_summary(result) -> str:
