@@ -74,7 +74,7 @@ class RayModel:
                 warnings.simplefilter("ignore", DeprecationWarning)
                 ds = ray.data.from_items(rows).map_batches(
                     # Several network batches per actor call, so its decode threads run ahead of its network.
-                    predictor, batch_size=batch_size * 4, batch_format="numpy",
+                    predictor, batch_size=max(16, batch_size * 4), batch_format="numpy",
                     compute=ray.data.ActorPoolStrategy(size=self.workers), num_cpus=self.cpus_per_worker,
                     # A lost node's actor is restarted on a cluster (Ray's default); a local one is not, which
                     # also spares the user Ray's error-level notice that a restart could fail.
@@ -106,13 +106,20 @@ class _Predictor:
 
 
 def _encode(result: Prediction | Failure) -> str:
-    return json.dumps({"failure": isinstance(result, Failure), **dataclasses.asdict(result)})
+    return json.dumps({"kind": type(result).__name__, **dataclasses.asdict(result)})
 
 
 def _decode(text: str) -> Prediction | Failure:
+    """A worker's record back as the same class (Prediction, or Failure and its kinds, e.g. a rejected image)."""
+    import edge.runtime
+
     fields = json.loads(text)
+    kind = fields.pop("kind", "")
+    cls = getattr(edge.runtime, kind, None)
     try:
-        return (Failure if fields.pop("failure") else Prediction)(**fields)
+        if not (isinstance(cls, type) and issubclass(cls, (Prediction, Failure))):
+            raise TypeError(f"unknown result kind {kind!r}")
+        return cls(**fields)
     except TypeError as e:
         raise ClusterError(f"a Ray worker runs another version of boneage-edge than this process ({e}): install "
                            "the same version on every node") from None

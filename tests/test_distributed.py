@@ -50,17 +50,24 @@ def test_ray_results_decode_to_the_runtime_records():
     from edge.distributed import _decode, _encode
     from edge.runtime import Failure, Prediction
 
+    from edge.runtime import BackendFailure
+
     p = Prediction("a.png", 120.5, 0.9, "male", "openvino", "int8", 3.2, given_sex="male")
     f = Failure("b.png", "no such file")
-    assert _decode(_encode(p)) == p and _decode(_encode(f)) == f
+    b = BackendFailure("c.png", "openvino failed: out of memory")
+    for result in (p, f, b):
+        back = _decode(_encode(result))
+        assert back == result and type(back) is type(result)
 
 
 def test_a_worker_of_another_version_is_a_one_line_error():
     from edge.distributed import ClusterError, _decode
 
-    text = '{"failure": false, "file": "a.png", "bone_age_months": 1.0, "a_field_from_the_future": 1}'
+    text = '{"kind": "Prediction", "file": "a.png", "bone_age_months": 1.0, "a_field_from_the_future": 1}'
     with pytest.raises(ClusterError, match="another version of boneage-edge"):
         _decode(text)
+    with pytest.raises(ClusterError, match="unknown result kind 'Exploit'"):
+        _decode('{"kind": "Exploit", "file": "a.png"}')
 
 
 def test_ray_model_refuses_arrays_and_bad_sizes(tiny_bundle):
