@@ -120,7 +120,14 @@ def format_selection(sel: dict) -> str:
 
 
 def read_split_file(path) -> dict | None:
-    return read_split(path) if path and Path(path).is_file() else None
+    """A model's split (train/val/test id lists), None when it has none; a malformed one is a one-line error."""
+    if not path or not Path(path).is_file():
+        return None
+    try:
+        split = read_split(path)
+    except (KeyError, TypeError, ValueError) as e:  # a missing part, not a JSON object, not JSON at all
+        raise ValueError(f"{path}: not a split file (needs lists train, val and test): {type(e).__name__} {e}") from None
+    return {name: [str(i) for i in ids] for name, ids in split.items()}
 
 
 def load_labelled(bundle_dir, data, part: str = "test", show_progress: bool = False) -> LabelledSet:

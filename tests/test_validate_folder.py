@@ -180,3 +180,15 @@ def test_edge_quantize_on_a_folder_outside_the_split_is_one_line(folder, tmp_pat
     assert out.returncode == 1 and "Traceback" not in out.stderr and "KeyError" not in out.stderr, out.stderr
     assert "lacks 1 training and 1 validation images" in out.stderr and "edge-eval or edge-verify" in out.stderr
     assert not (tmp_path / "q" / "compressed.pt").exists()
+
+
+def test_split_files_with_numeric_ids_match_and_malformed_ones_are_one_line(tmp_path):
+    from edge.verify import read_split_file
+
+    path = tmp_path / "split.json"
+    path.write_text(json.dumps({"train": [1437, 1440], "val": [2], "test": [3]}))
+    assert read_split_file(path)["train"] == ["1437", "1440"]  # labels.csv ids are text: ints must still match
+    assert read_split_file(tmp_path / "none.json") is None
+    path.write_text(json.dumps({"train": [1]}))
+    with pytest.raises(ValueError, match="not a split file"):
+        read_split_file(path)
