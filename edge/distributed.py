@@ -40,7 +40,8 @@ class RayModel:
     thread count unless `threads` is given)."""
 
     def __init__(self, address: str, bundle=None, backend: str = "auto", precision: str = "auto",
-                 threads: int | None = None, workers: int = 1, cpus_per_worker: float = 1.0):
+                 threads: int | None = None, workers: int = 1, cpus_per_worker: float = 1.0,
+                 quality_check: bool = True):
         if workers < 1 or cpus_per_worker <= 0:
             raise ValueError(f"Ray needs at least 1 worker and some CPU each; got {workers} x {cpus_per_worker}")
         self.address, self.workers, self.cpus_per_worker = address, workers, cpus_per_worker
@@ -48,9 +49,9 @@ class RayModel:
         self.bundle = load_bundle(bundle if bundle else default_bundle_path())  # fails here, not on every worker
         self.backend_name, self.precision = f"Ray ({backend})", precision
         self.load_args = {"bundle": self.bundle_dir, "backend": backend, "precision": precision,
-                          "threads": threads or max(1, int(cpus_per_worker))}
+                          "threads": threads or max(1, int(cpus_per_worker)), "quality_check": quality_check}
 
-    def predict_iter(self, sources, batch_size: int = 8, sex=None, workers: int | None = None):
+    def predict_iter(self, sources, batch_size: int = 1, sex=None, workers: int | None = None):
         """Paths -> one Prediction or Failure each, in input order, as BoneAgeModel.predict_iter. workers: decode
         threads inside each actor (None: one per core it sees)."""
         files = [str(s) for s in sources]

@@ -22,8 +22,12 @@ _FILTERS = {
 
 def preprocess(source, spec: InputSpec) -> np.ndarray:
     """A path or a 2-D array (grayscale, any range) -> (C, H, W) float32 network input."""
-    img = decode_radiograph(source) if not isinstance(source, np.ndarray) else _as_unit_gray(source)
-    return to_model_input(img, spec)
+    return to_model_input(decode(source), spec)
+
+
+def decode(source) -> np.ndarray:
+    """A path or a 2-D array -> the decoded 2-D image (uint8, or float32 in [0, 1]) to_model_input takes."""
+    return decode_radiograph(source) if not isinstance(source, np.ndarray) else _as_unit_gray(source)
 
 
 def to_model_input(img: np.ndarray, spec: InputSpec) -> np.ndarray:

@@ -15,7 +15,8 @@ from edge.cpu import auto_precision
 from edge.formats import AUTO_ORDER, FORMATS, PRECISIONS, get_format
 from edge.imaging import ImageError
 from edge.pipeline import default_workers, ordered_map
-from edge.preprocess import preprocess
+from edge.preprocess import decode, to_model_input
+from edge.quality import check as check_quality, quality_model
 from edge.reference import compare, reference_samples, tolerance
 
 
@@ -49,6 +50,9 @@ class Prediction:
     sds: float | None = None  # delay / Greulich-Pyle SD at that age and sex (edge.clinical.reference)
     category: str = ""  # "delayed" (SDS < -2) / "within" / "advanced" (SDS > +2); "" without an SDS
     context_note: str = ""  # why something above is missing (no age given, age outside the reference...)
+    # The input check (edge.quality): "ok" passed it, "unchecked" it was bypassed (quality_check=False).
+    status: str = "ok"
+    corrections: str = ""  # what the check fixed before the estimate ("; "-separated), e.g. a turn, a crop
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,9 +62,25 @@ class Prediction:
 class Failure:
     file: str
     error: str
+    status: str = "failed"
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class Rejected(Failure):
+    """The input check refused the image (edge.quality): no bone age, the reason in `error`; counted as a failure."""
+
+    status: str = "rejected"
+
+
+@dataclass
+class Prepared:
+    """A network input and what the input check corrected to make it."""
+
+    x: np.ndarray
+    corrections: tuple[str, ...] = ()
 
 
 class BackendFailure(Failure):
@@ -82,9 +102,11 @@ def default_bundle_path() -> Path:
 
 
 class BoneAgeModel:
-    def __init__(self, bundle: Bundle, backend, precision: str, check: bool = True):
+    def __init__(self, bundle: Bundle, backend, precision: str, check: bool = True, quality_check: bool = True):
         self.bundle, self.backend, self.precision = bundle, backend, precision
         self.spec = bundle.config.input
+        # The input check before every estimate (edge.quality); False bypasses it and marks results "unchecked".
+        self.quality_check, self.quality = quality_check, quality_model(bundle)
         backend.check_io(self.spec, bundle.output_names)  # BundleError: another model under a matching sha256
         # Warm-up: the first inference allocates and tunes kernels; a user's first image should not report
         # that cost as its latency. The reference check's batch-1 calls are the warm-up when it runs.
@@ -113,7 +135,7 @@ class BoneAgeModel:
 
     @classmethod
     def load(cls, bundle=None, backend: str = "auto", precision: str = "auto",
-             threads: int | None = None, check: bool = True) -> "BoneAgeModel":
+             threads: int | None = None, check: bool = True, quality_check: bool = True) -> "BoneAgeModel":
         """bundle: a bundle directory (default: the one shipped with the package).
         backend: "auto" (fastest that is installed and works here), "openvino", "onnxruntime", "tensorrt".
         precision: "int8", "fp32", or "auto": INT8 where the CPU has INT8 dot products, else FP32 (edge.cpu),
@@ -121,7 +143,8 @@ class BoneAgeModel:
         whose INT8 does not pay (edge.formats) runs it only when nothing runs FP32.
         The artifact's sha256 is checked against bundle.json; a mismatch is refused. check: run the
         bundled samples and refuse a backend whose outputs differ from the stored reference (edge.reference);
-        "auto" then tries the next backend."""
+        "auto" then tries the next backend. quality_check: refuse or correct unusable images before every
+        estimate (edge.quality); False bypasses it (results say "unchecked")."""
         precisions = _precision_order(precision)
         if backend != "auto":
             get_format(backend)  # an unknown name is a one-line error with a suggestion, never "not available"
@@ -141,7 +164,7 @@ class BoneAgeModel:
                 continue
             artifact = b.artifact_path(name, prec)  # BundleError on a tampered file: never skipped
             try:
-                return cls(b, cls_(artifact, prec, threads), prec, check)
+                return cls(b, cls_(artifact, prec, threads), prec, check, quality_check)
             except BundleError:
                 raise  # the bundle is wrong whatever runs it
             except Exception as e:  # cannot load or run here (BackendUnavailable, a runtime's own error): next
@@ -212,12 +235,18 @@ class BoneAgeModel:
                 yield done.pop(upcoming)
                 upcoming += 1
 
-    def prepare_input(self, indexed) -> np.ndarray | Failure:
-        """The per-file step every decode worker runs: (index, path or array) -> network input, or the
-        input's Failure (never raises for a bad input)."""
+    def prepare_input(self, indexed) -> Prepared | Failure:
+        """The per-file step every decode worker runs: (index, path or array) -> network input with what the
+        input check corrected, or the input's Failure or Rejected (never raises for a bad input)."""
         k, src = indexed
         try:
-            return preprocess(src, self.spec)
+            img = decode(src)
+            if not self.quality_check:
+                return Prepared(to_model_input(img, self.spec))
+            verdict = check_quality(img, self.quality, min(self.spec.height, self.spec.width))
+            if not verdict.accepted:
+                return Rejected(_name(src, k), verdict.rejection)
+            return Prepared(to_model_input(verdict.image, self.spec), verdict.corrections)
         except ImageError as e:
             return Failure(_name(src, k), e.problem)
         except Exception as e:  # a decoder's unforeseen failure is this file's problem, not the batch's
@@ -248,7 +277,7 @@ class BoneAgeModel:
         return sexes
 
     def _run_batch(self, pending, sources, sexes, results) -> None:
-        x = np.stack([arr for _, arr in pending])
+        x = np.stack([prepared.x for _, prepared in pending])
         try:
             self.backend.prepare(len(x))  # compiling for this batch size can fail too: this batch's failure
             t0 = time.perf_counter()
@@ -258,11 +287,13 @@ class BoneAgeModel:
                 results[k] = BackendFailure(_name(sources[k], k), f"{self.backend.name} failed: {e}".splitlines()[0])
             return
         ms = (time.perf_counter() - t0) * 1000 / len(pending)
-        for row, (k, _) in enumerate(pending):
+        status = "ok" if self.quality_check else "unchecked"
+        for row, (k, prepared) in enumerate(pending):
             p, given = float(outputs["p_male"][row]), sexes[k]
             age = outputs["bone_age_months_by_sex"][row, int(given == "male")] if given else outputs["bone_age_months"][row]
             results[k] = Prediction(_name(sources[k], k), float(age), p, "male" if p >= 0.5 else "female",
-                                    self.backend.name, self.precision, round(ms, 2), given, _sex_warning(given, p))
+                                    self.backend.name, self.precision, round(ms, 2), given, _sex_warning(given, p),
+                                    status=status, corrections="; ".join(prepared.corrections))
 
     def run_arrays(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Already-preprocessed (N, C, H, W) inputs -> (sex-blind bone age months, P(male))."""
@@ -308,4 +339,4 @@ def _installed(name: str) -> bool:
         return False
 
 
-__all__ = ["BoneAgeModel", "Prediction", "Failure", "BundleError", "default_bundle_path"]
+__all__ = ["BoneAgeModel", "Prediction", "Failure", "Rejected", "BundleError", "default_bundle_path"]

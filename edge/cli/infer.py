@@ -40,6 +40,10 @@ def parse_args(argv=None):
     p.add_argument("--workers", type=int, metavar="N",
                    help="threads that decode and preprocess images while the network runs (default: one per core, "
                         "at most 4; 0: none, one image after another)")
+    p.add_argument("--no-quality-check", action="store_true",
+                   help="estimate every image as it is: skip the input check that refuses images it cannot read (not "
+                        "a hand radiograph, inverted, too dark, too blurred...) and turns or crops others "
+                        "(docs/QUALITY.md); results say 'unchecked'")
     ray = p.add_argument_group("Ray (pip install 'boneage-edge[cluster]'; docs/THROUGHPUT.md)")
     ray.add_argument("--ray", metavar="ADDRESS|local",
                      help="run on a Ray cluster through Ray Data, one loaded model per worker: 'local' starts one on "
@@ -95,6 +99,9 @@ def _main(argv=None) -> int:
     files = [path for path, why in entries if why is None]
     entries, files, sexes, patients = with_patients(entries, files, args)  # --sex/--sexes/--patients/--age, DICOM tags
     model = _load_model(args)
+    if args.no_quality_check:
+        print("edge-infer: input quality check OFF (--no-quality-check): every image gets a bone age, even one that "
+              "is not a usable hand radiograph; results are marked 'unchecked'", file=sys.stderr)
     info = model_info(model.bundle)
     sinks = _open_sinks(args, info)
     entries, files, sexes = _skip_done(entries, files, sexes, sinks)
@@ -104,12 +111,13 @@ def _main(argv=None) -> int:
     # Rows on the terminal are progress enough; the progress line is for output going elsewhere.
     show = not args.no_progress and not (table and sys.stdout.isatty())
     progress = Progress(len(files), "edge-infer: image files", enabled=show)
-    done = failed = 0
+    done = failed = rejected = 0
     try:
         for result in in_context(_results(model, entries, files, sexes, args, progress), model, patients,
                                  args):
             _emit(result, info, sinks, table)
             done, failed = done + 1, failed + (getattr(result, "error", None) is not None)
+            rejected += getattr(result, "status", "") == "rejected"
     except (KeyboardInterrupt, SystemExit):
         written = [s.path for s in sinks if s.path != "-"]
         print(f"\nedge-infer: stopped after {done} of {len(entries)} input(s)"
@@ -120,7 +128,8 @@ def _main(argv=None) -> int:
         for s in sinks:
             s.close()
     if failed and not args.json:
-        print(f"{failed} of {done} input(s) failed", file=sys.stderr)
+        print(f"{failed} of {done} input(s) failed"
+              + (f" ({rejected} refused by the input check: see each one's reason)" if rejected else ""), file=sys.stderr)
     return 1 if failed or not entries and not args.resume else 0
 
 
@@ -129,10 +138,12 @@ def _load_model(args):
         from edge.distributed import RayModel
 
         return RayModel(args.ray, args.bundle, backend=args.backend, precision=args.precision, threads=args.threads,
-                        workers=args.ray_workers, cpus_per_worker=args.ray_cpus)
+                        workers=args.ray_workers, cpus_per_worker=args.ray_cpus,
+                        quality_check=not args.no_quality_check)
     from edge.runtime import BoneAgeModel
 
-    return BoneAgeModel.load(args.bundle, backend=args.backend, precision=args.precision, threads=args.threads)
+    return BoneAgeModel.load(args.bundle, backend=args.backend, precision=args.precision, threads=args.threads,
+                             quality_check=not args.no_quality_check)
 
 
 def _open_sinks(args, info) -> list:

@@ -1,0 +1,404 @@
+"""The input quality check (edge.quality): fit its layout model into a bundle, and measure it.
+
+    # fit on the bundle's training ids, limits on its validation ids; writes bundle.json "quality" (~1 min)
+    python benchmarks/ood_suite.py fit --bundle edge/default_bundle --data ../shared/data/rsna-boneage
+    # false rejections on the test split, detection on the out-of-distribution suite, corrections' effect on
+    # MAE, latency; markdown on stdout (~5 min on 2 cores)
+    nice -n 10 python benchmarks/ood_suite.py measure --bundle edge/default_bundle --data ../shared/data/rsna-boneage
+
+The suite is built from what ships or is generated here: pydicom's and scikit-image's bundled files (local only),
+noise and blank-with-text images, and test radiographs transformed (rotated, inverted, a quarter, blurred, inset
+in a wide border, underexposed, flat). Test ids are used only to measure, never to fit or set a limit.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from edge import quality  # noqa: E402
+from edge.bundle import load_bundle, write_bundle_json  # noqa: E402
+from edge.imaging import ImageError, load_radiograph  # noqa: E402
+from edge.labels import image_path, read_labels, read_split  # noqa: E402
+
+TURN_P, INVERT_P = 0.9, 0.9  # view probabilities that turn an image back / refuse it as inverted
+HAND_L2 = (1e-3, 1e-2, 1e-1)  # the hand classifier's L2 penalties tried; the one that refuses most validation negatives
+REJECT_QUANTILE = 0.002  # the hand score limit: this quantile of the validation images' scores
+
+
+def gray(path) -> np.ndarray:
+    """An RSNA image as uint8, decoded by Pillow alone (as the data sets were made)."""
+    with Image.open(path) as im:
+        return np.asarray(im.convert("L"))
+
+
+def ids_images(data: Path, ids: list[str]):
+    folder = data / "train-299" / "images"
+    for i in ids:
+        yield i, gray(image_path(folder, i))
+
+
+# ---------------------------------------------------------------- fit
+
+def _blur(img: np.ndarray, fraction: float) -> np.ndarray:
+    return np.asarray(Image.fromarray(_to_u8(img)).filter(ImageFilter.GaussianBlur(fraction * max(img.shape))))
+
+
+def _part(img: np.ndarray, rng, lo: float, hi: float) -> np.ndarray:
+    h, w = img.shape
+    z = rng.uniform(lo, hi)
+    top, left = rng.integers(0, int(h * (1 - z)) + 1), rng.integers(0, int(w * (1 - z)) + 1)
+    return np.ascontiguousarray(img[top:top + int(h * z), left:left + int(w * z)])
+
+
+def synthetic(rng, side: int = 299) -> np.ndarray:
+    """A generated non-radiograph for fitting (the suite makes its own with another seed): noise, smoothed
+    noise, text on a plain page, or blurred discs and boxes on a dark ground (a slice-like layout)."""
+    kind = rng.integers(0, 4)
+    noise = rng.integers(0, 256, (side, side), dtype=np.uint8)
+    if kind == 0:
+        return noise
+    if kind == 1:
+        return np.asarray(Image.fromarray(noise).filter(ImageFilter.GaussianBlur(float(rng.uniform(1, 8)))))
+    page = Image.new("L", (side, side), int(rng.integers(0, 256) if kind == 2 else rng.integers(0, 80)))
+    draw = ImageDraw.Draw(page)
+    for _ in range(int(rng.integers(1, 12))):
+        if kind == 2:
+            draw.text((int(rng.integers(0, side - 50)), int(rng.integers(0, side - 20))),
+                      "ABC 123 xyz " * int(rng.integers(1, 3)), fill=int(rng.integers(0, 256)))
+        else:
+            x, y, r = *rng.integers(0, side, 2), int(rng.integers(10, side // 2))
+            shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
+            shape((int(x - r), int(y - r), int(x + r), int(y + r)), fill=int(rng.integers(0, 256)))
+    return np.asarray(page.filter(ImageFilter.GaussianBlur(float(rng.uniform(0, 3)))))
+
+
+def training_sets(data: Path, ids: list[str], n_synthetic: int, rng):
+    """Orientation thumbnails (each image, its mirror, a zoom), and the hand classifier's positives (each image
+    and its mirror) and negatives (a quarter, a smaller part, a heavy blur of each; generated images)."""
+    thumbs, pos, neg = [], [], []
+    for _, img in ids_images(data, ids):
+        medium = quality.cropped_medium(img)
+        mirror = np.ascontiguousarray(medium[:, ::-1])
+        thumbs += [quality.thumbnail(medium), quality.thumbnail(mirror), quality.thumbnail(_part(medium, rng, .7, .95))]
+        pos += [quality.hand_features(medium), quality.hand_features(mirror)]
+        for bad in (_part(img, rng, 0.45, 0.55), _part(img, rng, 0.3, 0.45), _blur(img, rng.uniform(0.02, 0.05))):
+            neg.append(quality.hand_features(quality.cropped_medium(bad)))
+    neg += [quality.hand_features(quality.cropped_medium(synthetic(rng))) for _ in range(n_synthetic)]
+    return np.stack(thumbs), np.stack(pos), np.stack(neg)
+
+
+def _fit_logistic(x: np.ndarray, y: np.ndarray, l2: float) -> np.ndarray:
+    """Class-balanced L2 logistic regression; weights with the bias last."""
+    from scipy.optimize import minimize
+
+    wt = np.where(y == 1, 0.5 / (y == 1).sum(), 0.5 / (y == 0).sum())
+
+    def loss(w):
+        p = 1 / (1 + np.exp(-(x @ w[:-1] + w[-1])))
+        g = wt * (p - y)
+        nll = -(wt * (y * np.log(p + 1e-12) + (1 - y) * np.log(1 - p + 1e-12))).sum()
+        return nll + 0.5 * l2 * w[:-1] @ w[:-1], np.r_[x.T @ g + l2 * w[:-1], g.sum()]
+
+    return minimize(loss, np.zeros(x.shape[1] + 1), jac=True, method="L-BFGS-B", options={"maxiter": 500}).x
+
+
+def fit_orientation(thumbs: np.ndarray, l2: float = 1e-3) -> np.ndarray:
+    """Weights w such that softmax(views(t) @ w) puts the upright view (index 0) first: L-BFGS on cross-entropy."""
+    from scipy.optimize import minimize
+
+    x = quality.views(thumbs)  # (n, 8, F)
+
+    def loss(w):
+        logits = x @ w
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        p /= p.sum(axis=1, keepdims=True)
+        g = p.copy()
+        g[:, 0] -= 1
+        grad = np.einsum("nk,nkf->f", g, x) / len(x) + l2 * w
+        return -np.log(p[:, 0] + 1e-12).mean() + 0.5 * l2 * w @ w, grad
+
+    return minimize(loss, np.zeros(x.shape[2]), jac=True, method="L-BFGS-B", options={"maxiter": 400}).x
+
+
+def validation_scores(data: Path, ids: list[str], model: quality.QualityModel) -> tuple[np.ndarray, dict]:
+    """Each validation image's hand score in the view check() picks, and how often it would turn or invert one."""
+    scores, turned, inverted = [], 0, 0
+    for _, img in ids_images(data, ids):
+        medium = quality.cropped_medium(img)
+        p = model.views(quality.thumbnail(medium))
+        inv = p[4:].sum() >= model.invert
+        ps = p[4:] if inv else p[:4]
+        turns = int(np.argmax(ps)) if ps.max() >= model.turn else 0
+        scores.append(model.hand_score(np.rot90(1 - medium if inv else medium, turns)))
+        turned, inverted = turned + (turns > 0 and not inv), inverted + inv
+    return np.array(scores), {"turned": turned, "inverted": inverted}
+
+
+def fit(bundle_dir: Path, data: Path, n_train: int, n_synthetic: int = 2000, seed: int = 0) -> dict:
+    bundle = load_bundle(bundle_dir)
+    split = read_split(bundle.root / "split.json")
+    rng = np.random.default_rng(seed)
+    train_ids = sorted(rng.choice(split["train"], min(n_train, len(split["train"])), replace=False).tolist())
+    thumbs, pos, neg = training_sets(data, train_ids, n_synthetic, rng)
+    orient = fit_orientation(thumbs)
+    x = np.concatenate([pos, neg])
+    mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
+    # The L2 penalty is chosen on validation images alone: their scores set the limit, and the share of negatives
+    # made from other validation images (and generated with another seed) that falls below it picks the penalty.
+    val_ids = split["val"]
+    _, _, val_neg = training_sets(data, val_ids[: len(val_ids) // 4], n_synthetic // 4, np.random.default_rng(seed + 1))
+    tried = {}
+    for l2 in HAND_L2:
+        hand = _fit_logistic((x - mean) / std, np.r_[np.ones(len(pos)), np.zeros(len(neg))], l2)
+        model = quality.QualityModel(orient, hand, mean, std, -np.inf, TURN_P, INVERT_P)
+        scores, views_taken = validation_scores(data, val_ids, model)
+        reject = float(np.quantile(scores, REJECT_QUANTILE))
+        caught = float(((((val_neg - mean) / std) @ hand[:-1] + hand[-1]) < reject).mean())
+        tried[l2] = (caught, hand, scores, views_taken, reject)
+    l2 = max(tried, key=lambda k: tried[k][0])
+    caught, hand, scores, views_taken, reject = tried[l2]
+    fitted_on = {"data": str(data / "train-299"), "train_ids": len(train_ids), "generated": n_synthetic, "seed": seed,
+                 "val_ids": len(scores), "reject": f"{REJECT_QUANTILE} quantile of validation images' hand scores",
+                 "l2": l2, "val_negatives_refused": {str(k): round(v[0], 4) for k, v in tried.items()},
+                 "command": "python benchmarks/ood_suite.py fit --bundle BUNDLE --data DATA"}
+    model = quality.QualityModel(orient, hand, mean, std, reject, TURN_P, INVERT_P, fitted_on)
+    meta = json.loads((bundle.root / "bundle.json").read_text())  # as it is now: other keys may have changed
+    meta["quality"] = model.to_dict()
+    write_bundle_json(bundle.root, meta)
+    return {"reject": round(reject, 3), "val": len(scores), **{k: int(v) for k, v in views_taken.items()},
+            "val_score_quantiles": np.quantile(scores, [0.001, 0.002, 0.01, 0.5]).round(2).tolist()}
+
+
+# ---------------------------------------------------------------- the out-of-distribution suite
+
+def _to_u8(img: np.ndarray) -> np.ndarray:
+    return img if img.dtype == np.uint8 else (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+
+
+def inset(img: np.ndarray, grey: int, scale: float = 1.0, canvas: float = 2.0) -> np.ndarray:
+    """The radiograph (resized by `scale`) in the middle of a uniform grey canvas `canvas` times its side."""
+    h, w = img.shape
+    if scale != 1.0:
+        img = np.asarray(Image.fromarray(img).resize((round(w * scale), round(h * scale)), Image.Resampling.BILINEAR))
+    out = np.full((round(h * canvas), round(w * canvas)), grey, np.uint8)
+    top, left = (out.shape[0] - img.shape[0]) // 2, (out.shape[1] - img.shape[1]) // 2
+    out[top:top + img.shape[0], left:left + img.shape[1]] = img
+    return out
+
+
+def transforms(img: np.ndarray, rng) -> dict[str, tuple[np.ndarray, str]]:
+    """A test radiograph (uint8) -> {name: (transformed image, what the check should do: turn N / crop / reject)}."""
+    h, w = img.shape
+    qy, qx = rng.integers(0, 2, size=2)
+    f = img.astype(np.float32)
+    return {
+        "rotated 90 clockwise": (np.rot90(img, -1), "turn 1"),
+        "rotated 180": (np.rot90(img, 2), "turn 2"),
+        "rotated 90 anticlockwise": (np.rot90(img, 1), "turn 3"),
+        "inverted": (255 - img, "reject"),
+        "a quarter of the image": (img[qy * h // 2:(qy + 1) * h // 2, qx * w // 2:(qx + 1) * w // 2], "reject"),
+        "heavy blur (sigma 3% of the side)": (np.asarray(Image.fromarray(img).filter(
+            ImageFilter.GaussianBlur(0.03 * w))), "reject"),
+        "inset in a wide border (2x canvas)": (inset(img, int(rng.integers(60, 200))), "crop"),
+        "inset small (1/5 of a 299 px canvas)": (inset(img, int(rng.integers(60, 200)), 0.2, 5.0), "reject"),
+        "underexposed (x 0.05)": ((f * 0.05).astype(np.uint8), "reject"),
+        "flat (contrast x 0.08)": ((110 + f * 0.08).astype(np.uint8), "reject"),
+    }
+
+
+def generated(rng, n: int = 12) -> list[tuple[str, np.ndarray]]:
+    """Noise and blank-with-text images, 299 px."""
+    out = []
+    for k in range(n):
+        out.append(("uniform noise", rng.integers(0, 256, (299, 299), dtype=np.uint8)))
+        smooth = Image.fromarray(rng.integers(0, 256, (299, 299), dtype=np.uint8)).filter(
+            ImageFilter.GaussianBlur(float(rng.uniform(1, 6))))
+        out.append(("smoothed noise", np.asarray(smooth)))
+        back, ink = (int(rng.integers(200, 256)), 0) if k % 2 else (int(rng.integers(0, 40)), 255)
+        page = Image.new("L", (int(rng.integers(240, 600)), int(rng.integers(240, 600))), back)
+        draw = ImageDraw.Draw(page)
+        for line in range(int(rng.integers(1, 8))):
+            draw.text((10, 10 + 25 * line), f"PATIENT {k} L HAND 2026-11-{line + 1:02d} REPORT", fill=ink)
+        out.append(("blank with text", np.asarray(page)))
+    return out
+
+
+def bundled_files() -> tuple[list[tuple[str, np.ndarray]], list[str]]:
+    """pydicom's and scikit-image's bundled test images that are here (never downloaded), decoded as edge-infer
+    decodes them; and those it cannot decode (not part of the suite: edge-infer already fails them)."""
+    import pydicom.data
+    import skimage.data
+
+    # The folder, not pydicom.data.get_testdata_files: that one tries to download the files it lacks.
+    pydir = Path(pydicom.data.__file__).parent / "test_files"
+    files = [("pydicom " + f.name, str(f)) for f in sorted(pydir.glob("*.dcm"))]
+    skdir = Path(skimage.data.__file__).parent
+    files += [("skimage " + f.name, str(f)) for f in sorted(skdir.iterdir())
+              if f.suffix.lower() in (".png", ".jpg", ".jpeg", ".gif", ".tif")]
+    ok, unreadable = [], []
+    for name, path in files:
+        try:
+            ok.append((name, load_radiograph(path)))
+        except (ImageError, ValueError, OSError, RuntimeError) as e:
+            unreadable.append(f"{name}: {e}")
+    return ok, unreadable
+
+
+def verdict_label(v: quality.Verdict) -> str:
+    if not v.accepted:
+        return "reject"
+    turns = [c for c in v.corrections if c.startswith("turned")]
+    label = [f"turn {k}" for k, text in quality.ORIENTATIONS.items() if k and turns and text in turns[0]]
+    return " + ".join(label + (["crop"] if any(c.startswith("cropped") for c in v.corrections) else [])) or "ok"
+
+
+def measure(bundle_dir: Path, data: Path, mae_images: int, seed: int = 0) -> str:
+    from edge.runtime import BoneAgeModel
+
+    bundle = load_bundle(bundle_dir)
+    model_q = quality.quality_model(bundle)
+    side = bundle.config.input.height
+    check = lambda img: quality.check(img, model_q, side)  # noqa: E731
+    split = read_split(bundle.root / "split.json")
+    rng = np.random.default_rng(seed)
+    lines = [f"Bundle {bundle.root} (input {side} px), quality model fitted on {model_q.fitted_on if model_q else None}", ""]
+
+    # 1. the test split: every refusal is a false rejection
+    test = {i: img for i, img in ids_images(data, split["test"])}
+    verdicts = {i: check(img) for i, img in test.items()}
+    rejected = {i: v.rejection for i, v in verdicts.items() if not v.accepted}
+    corrected = {i: "; ".join(v.corrections) for i, v in verdicts.items() if v.accepted and v.corrections}
+    lines += [f"## Test split (train-299, {len(test)} images)", "",
+              f"False rejections: {len(rejected)} ({100 * len(rejected) / len(test):.2f}%); corrected: {len(corrected)} "
+              f"({100 * len(corrected) / len(test):.2f}%)", "", "| id | refused because |", "| --- | --- |"]
+    lines += [f"| {i} | {why} |" for i, why in sorted(rejected.items())]
+    lines += ["", "| id | corrected |", "| --- | --- |"] + [f"| {i} | {c} |" for i, c in sorted(corrected.items())]
+
+    # 2. real hands that must be accepted
+    lines += ["", "## Real hand radiographs that must be accepted", "", "| set | images | accepted | corrected | refused (why) |",
+              "| --- | --- | --- | --- | --- |"]
+    for name in ("registered-512", "fullres"):
+        folder = data / name / "images"
+        vs = {p.stem: check(gray(p)) for p in sorted(folder.iterdir())}
+        bad = [f"{i}: {v.rejection}" for i, v in vs.items() if not v.accepted]
+        fixed = [f"{i}: {'; '.join(v.corrections)}" for i, v in vs.items() if v.accepted and v.corrections]
+        lines.append(f"| {name} | {len(vs)} | {len(vs) - len(bad)} | {len(fixed)} {fixed} | {len(bad)} {bad} |")
+
+    # 3. the out-of-distribution suite
+    suite_ids = sorted(rng.choice(split["test"], 200, replace=False).tolist())
+    rows: dict[str, list[tuple[str, str]]] = {}
+    for i in suite_ids:
+        for name, (img, want) in transforms(test[i], rng).items():
+            rows.setdefault(name, []).append((want, verdict_label(check(img))))
+    files, unreadable = bundled_files()
+    for name, img in generated(rng) + files:
+        rows.setdefault(name.split(" ")[0] if name.startswith(("pydicom", "skimage")) else name, []).append(
+            ("reject", verdict_label(check(img))))
+    lines += ["", f"## Out-of-distribution suite ({len(suite_ids)} test images per transform)", "",
+              "| input | n | refused | corrected as expected | detected (refused or corrected right) | other outcomes |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    total = hits = 0
+    for name, pairs in rows.items():
+        refused = sum(got == "reject" for _, got in pairs)
+        right = sum(got == want != "reject" for want, got in pairs)
+        other = sorted({got for want, got in pairs if got != want and got != "reject"})
+        total, hits = total + len(pairs), hits + refused + right
+        lines.append(f"| {name} | {len(pairs)} | {refused} | {right} | {100 * (refused + right) / len(pairs):.1f}% | "
+                     f"{', '.join(other)} |")
+    lines += ["", f"Detection over the suite: {hits}/{total} = {100 * hits / total:.1f}%",
+              f"Bundled files the decoder cannot read (edge-infer fails them; not in the suite): {len(unreadable)}"]
+    per_file = [(name, verdict_label(check(img)), check(img).rejection) for name, img in files]
+    lines += ["", "| bundled file | outcome |", "| --- | --- |"] + [f"| {n} | {why or got} |" for n, got, why in per_file]
+
+    # 4. what the corrections do to MAE, and 5. latency
+    lines += ["", *mae_effect(BoneAgeModel.load(bundle.root), test, data, split, check, mae_images, rng)]
+    lines += ["", *latency(BoneAgeModel.load(bundle.root), test, data, check)]
+    return "\n".join(lines)
+
+
+def mae_effect(model, test: dict, data: Path, split: dict, check, n: int, rng) -> list[str]:
+    """MAE (sex-blind) on n test images: untransformed, transformed as they come, transformed then checked."""
+    from edge.preprocess import to_model_input
+
+    labels = read_labels(data / "train-299")
+    age = dict(zip(labels.ids, labels.age))
+    ids = sorted(rng.choice(split["test"], n, replace=False).tolist())
+
+    def predict(images):
+        x = np.stack([to_model_input(img, model.spec) for img in images])
+        return np.concatenate([model.run_arrays(x[k:k + 16])[0] for k in range(0, len(x), 16)])
+
+    truth = np.array([age[i] for i in ids])
+    base = np.abs(predict([test[i] for i in ids]) - truth).mean()
+    out = [f"## What the corrections do to MAE ({n} test images, sex-blind, {model.backend_name} {model.precision})", "",
+           f"Untransformed: MAE {base:.2f} months.", "",
+           "| transform | MAE as given | after the check: MAE | refused | corrected |", "| --- | --- | --- | --- | --- |"]
+    for name, make in (("rotated 90 clockwise", lambda a: np.rot90(a, -1)), ("rotated 180", lambda a: np.rot90(a, 2)),
+                       ("rotated 90 anticlockwise", lambda a: np.rot90(a, 1)),
+                       ("inset in a wide border (2x canvas)", lambda a: inset(a, 128)),
+                       ("none (the test images as they are)", lambda a: a)):
+        imgs = [np.ascontiguousarray(make(test[i])) for i in ids]
+        as_given = np.abs(predict(imgs) - truth).mean()
+        vs = [check(img) for img in imgs]
+        keep = [k for k, v in enumerate(vs) if v.accepted]
+        after = np.abs(predict([vs[k].image for k in keep]) - truth[keep]).mean()
+        same = np.abs(predict([imgs[k] for k in keep]) - truth[keep]).mean() if name.startswith("none") else None
+        note = f" (same images unchecked: {same:.2f})" if same is not None else ""
+        out.append(f"| {name} | {as_given:.2f} | {after:.2f}{note} | {n - len(keep)} | "
+                   f"{sum(bool(vs[k].corrections) for k in keep)} |")
+    return out
+
+
+def latency(model, test: dict, data: Path, check, rounds: int = 200) -> list[str]:
+    """The check's time against a batch-1 estimate (decode + preprocess + network) on the same image."""
+    path = image_path(data / "train-299" / "images", next(iter(test)))
+    img = test[path.stem]
+    big = gray(sorted((data / "fullres" / "images").iterdir())[0])
+
+    def median_ms(fn, k=rounds):
+        t = []
+        for _ in range(k):
+            t0 = time.perf_counter()
+            fn()
+            t.append(time.perf_counter() - t0)
+        return 1000 * float(np.median(t))
+
+    model.predict(path)
+    on, off = median_ms(lambda: check(img)), median_ms(lambda: model.predict(path))
+    big_check = median_ms(lambda: check(big), 20)
+    return ["## Latency (median, this machine)", "",
+            f"check() on a 299 px image: {on:.2f} ms; batch-1 predict() of that file ({model.backend_name} "
+            f"{model.precision}, decode + preprocess + network, check included if the runtime has it): {off:.2f} ms "
+            f"-> the check is {100 * on / off:.1f}% of it.",
+            f"check() on a {big.shape[1]}x{big.shape[0]} full-resolution image: {big_check:.2f} ms."]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    for name in ("fit", "measure"):
+        s = sub.add_parser(name)
+        s.add_argument("--bundle", type=Path, default=Path("edge/default_bundle"))
+        s.add_argument("--data", type=Path, default=Path("../shared/data/rsna-boneage"))
+    sub.choices["fit"].add_argument("--train-images", type=int, default=4000, help="training ids to fit on")
+    sub.choices["measure"].add_argument("--mae-images", type=int, default=300, help="test ids run through the model")
+    args = p.parse_args(argv)
+    if args.command == "fit":
+        t0 = time.time()
+        print(json.dumps(fit(args.bundle, args.data, args.train_images)), f"({time.time() - t0:.0f} s)")
+    else:
+        print(measure(args.bundle, args.data, args.mae_images))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""Is this a usable hand radiograph? One check before every estimate: fix what is safe, refuse the rest.
+
+`check(img, model, input_side)` takes the decoded 2-D image (uint8, or float in [0, 1]) and returns a `Verdict`:
+the image to estimate from (cropped to the radiograph inside a uniform frame and/or turned upright), the
+corrections made, or why it is refused. Everything is measured on a thumbnail (longer side MEDIUM px), so it costs
+about a millisecond whatever the image's size (docs/QUALITY.md). In order:
+1. intensity: too dark or too flat (limits below every training image's);
+2. a uniform frame on all four sides (a radiograph inset in a border): cropped, or refused when what is inside is
+   too small to read;
+3. sharpness: refused when far blurrier than any training image;
+4. with the bundle's fitted `QualityModel` (bundle.json "quality", written by `python benchmarks/ood_suite.py fit`):
+   which way the image lies (turned upright when sure; refused when inverted), then whether it looks like a whole
+   hand radiograph at all (a linear classifier; refused below its limit, which is set on validation images).
+A bundle without a "quality" section gets steps 1-3 only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+MEDIUM = 96  # px, longer side of the thumbnail everything is measured on
+THUMB = 24  # px, side of the square (squashed, like the network's input) layout thumbnail
+# Frame: rows and columns at the edges that stay within FRAME_TOL of the corners' grey value (but for FRAME_MARK
+# of their pixels: labels and marks on the frame) are frame; cropped when all four sides have FRAME_MIN of it.
+FRAME_TOL = 0.04
+FRAME_MARK = 0.05
+FRAME_MIN = 0.04
+MIN_CONTENT = 0.25  # the radiograph inside a frame must have at least this fraction of the network's input side
+# Limits under every image of the training split (docs/QUALITY.md has the measured minima).
+DARK_P99 = 0.07  # the brightest 1% of the image below this (of full scale): too dark (training minimum 0.12)
+FLAT_RANGE = 0.035  # 99th - 1st percentile below this: too flat (training minimum 0.06)
+BLUR_MIN = 0.055  # sharpness() below this: too blurred (training minimum 0.07)
+HOG_CELLS, HOG_BINS, HIST_BINS = 4, 8, 16
+ORIENTATIONS = {0: "", 1: "rotated 90 degrees clockwise", 2: "rotated 180 degrees", 3: "rotated 90 degrees anticlockwise"}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    image: np.ndarray | None  # what to estimate from; None when refused
+    corrections: tuple[str, ...] = ()
+    rejection: str = ""  # why it is refused; "" when accepted
+
+    @property
+    def accepted(self) -> bool:
+        return not self.rejection
+
+
+@dataclass(frozen=True)
+class QualityModel:
+    """Fitted on the training split's radiographs (`python benchmarks/ood_suite.py fit`):
+    - `orient`: weights over `layout_features`, trained so that the upright, uninverted view of a training image
+      scores highest of its eight views (four quarter turns, each inverted or not). An image is turned back when
+      one turned view has softmax probability `turn` or more, and is inverted when the inverted views together
+      have `invert` or more.
+    - `hand`: a logistic classifier over `hand_features` (standardised by `hand_mean`, `hand_std`; bias last):
+      training radiographs against generated images and parts and blurs of training radiographs. Below `reject`
+      (set on validation images) the upright view is not a whole, readable hand radiograph."""
+
+    orient: np.ndarray
+    hand: np.ndarray
+    hand_mean: np.ndarray
+    hand_std: np.ndarray
+    reject: float
+    turn: float = 0.9
+    invert: float = 0.9
+    fitted_on: dict = field(default_factory=dict)
+
+    def views(self, thumb: np.ndarray) -> np.ndarray:
+        """Probabilities of the eight views (turns 0-3 anticlockwise, then the same inverted) being upright."""
+        logits = views(thumb) @ self.orient
+        p = np.exp(logits - logits.max())
+        return p / p.sum()
+
+    def hand_score(self, medium: np.ndarray) -> float:
+        z = (hand_features(medium) - self.hand_mean) / self.hand_std
+        return float(z @ self.hand[:-1] + self.hand[-1])
+
+    def to_dict(self) -> dict:
+        r = lambda a: np.round(np.asarray(a, np.float64), 5).tolist()  # noqa: E731 (5 digits: a small bundle.json)
+        return {"thumb": THUMB, "medium": MEDIUM, "orient": r(self.orient), "hand": r(self.hand),
+                "hand_mean": r(self.hand_mean), "hand_std": r(self.hand_std), "reject": round(float(self.reject), 4),
+                "turn": self.turn, "invert": self.invert, "fitted_on": self.fitted_on}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "QualityModel":
+        if (d.get("thumb"), d.get("medium")) != (THUMB, MEDIUM):
+            raise ValueError(f"the bundle's quality model is for {d.get('thumb')}/{d.get('medium')} px thumbnails, "
+                             f"this runtime uses {THUMB}/{MEDIUM}: re-run `python benchmarks/ood_suite.py fit`")
+        f32 = lambda key: np.asarray(d[key], np.float32)  # noqa: E731
+        return cls(f32("orient"), f32("hand"), f32("hand_mean"), f32("hand_std"), float(d["reject"]),
+                   float(d["turn"]), float(d["invert"]), d.get("fitted_on", {}))
+
+
+def quality_model(bundle) -> QualityModel | None:
+    """The bundle's fitted model, or None when its bundle.json has no "quality" section."""
+    section = bundle.meta.get("quality")
+    return QualityModel.from_dict(section) if section else None
+
+
+def check(img: np.ndarray, model: QualityModel | None, input_side: int) -> Verdict:
+    """A decoded 2-D image -> Verdict. input_side: the network's input side, to judge what a crop leaves."""
+    medium, scale = _medium(img)
+    reason = _intensity_problem(medium)
+    if reason:
+        return Verdict(None, rejection=reason)
+    corrections = []
+    box = frame_box(medium)
+    if box is not None:
+        top, bottom, left, right = (round(v * scale) for v in box)
+        if min(bottom - top, right - left) < MIN_CONTENT * input_side:
+            return Verdict(None, rejection=f"too little of the image is radiograph ({right - left}x{bottom - top} px "
+                                           "inside a uniform border)")
+        img, medium = img[top:bottom, left:right], medium[box[0]:box[1], box[2]:box[3]]
+        corrections.append(f"cropped a uniform border (kept {img.shape[1]}x{img.shape[0]} px)")
+    if sharpness(medium) < BLUR_MIN:
+        return Verdict(None, rejection="too blurred to read the bones")
+    if model is not None:
+        turns, reason = orientation(medium, model)
+        if reason:
+            return Verdict(None, rejection=reason)
+        if turns:
+            img = np.rot90(img, turns)  # np.rot90 turns anticlockwise
+            corrections.append(f"turned upright (it was {ORIENTATIONS[turns]})")
+    return Verdict(np.ascontiguousarray(img), tuple(corrections))
+
+
+def orientation(medium: np.ndarray, model: QualityModel) -> tuple[int, str]:
+    """The (cropped) thumbnail -> (anticlockwise quarter turns that make it upright, refusal reason or "")."""
+    p = model.views(thumbnail(medium))
+    inverted = p[4:].sum() >= model.invert
+    ps = p[4:] if inverted else p[:4]
+    turns = int(np.argmax(ps)) if ps.max() >= model.turn else 0
+    score = model.hand_score(np.rot90(1 - medium if inverted else medium, turns))
+    if score < model.reject:
+        return 0, f"does not look like a whole hand radiograph (score {score:.1f}, limit {model.reject:.1f})"
+    if inverted:
+        return 0, f"inverted: bone dark, background bright (P {p[4:].sum():.2f})"
+    return turns, ""
+
+
+def _medium(img: np.ndarray) -> tuple[np.ndarray, float]:
+    """The image as float32 in [0, 1], longer side about MEDIUM px (box-averaged), and the factor back."""
+    h, w = img.shape
+    step = max(1, max(h, w) // (4 * MEDIUM))  # subsample big images first: a box filter over 5 MP costs ms
+    small = img[::step, ::step]
+    f = MEDIUM / max(small.shape)
+    size = (max(1, round(small.shape[1] * f)), max(1, round(small.shape[0] * f)))
+    u8 = small.dtype == np.uint8
+    pil = Image.fromarray(np.ascontiguousarray(small)) if u8 else Image.fromarray(small.astype(np.float32), "F")
+    out = np.asarray(pil.resize(size, Image.Resampling.BOX), np.float32)
+    return (out / 255.0 if u8 else out), h / out.shape[0]
+
+
+def _intensity_problem(medium: np.ndarray) -> str:
+    lo, hi = np.percentile(medium, [1, 99])
+    if hi < DARK_P99:
+        return f"too dark (the brightest 1% is below {hi:.2f} of full scale)"
+    if hi - lo < FLAT_RANGE:
+        return f"too flat (contrast {hi - lo:.3f} of full scale)"
+    return ""
+
+
+def frame_box(medium: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(top, bottom, left, right) in `medium` of what lies inside a uniform frame on all four sides, or None."""
+    h, w = medium.shape
+    value = float(np.median([medium[0, 0], medium[0, -1], medium[-1, 0], medium[-1, -1]]))
+    off = np.abs(medium - value) > FRAME_TOL
+    rows, cols = off.mean(axis=1) > FRAME_MARK, off.mean(axis=0) > FRAME_MARK
+    if not rows.any() or not cols.any():
+        return None
+    top, bottom = int(np.argmax(rows)), h - int(np.argmax(rows[::-1]))
+    left, right = int(np.argmax(cols)), w - int(np.argmax(cols[::-1]))
+    if min(top, h - bottom) < FRAME_MIN * h or min(left, w - right) < FRAME_MIN * w:
+        return None
+    return top, bottom, left, right
+
+
+def sharpness(medium: np.ndarray) -> float:
+    """Mean |Laplacian| over the standard deviation: blur removes the fine detail, not the contrast."""
+    if min(medium.shape) < 3:
+        return 0.0
+    lap = 4 * medium[1:-1, 1:-1] - medium[:-2, 1:-1] - medium[2:, 1:-1] - medium[1:-1, :-2] - medium[1:-1, 2:]
+    return float(np.abs(lap).mean() / max(float(medium.std()), 1e-6))
+
+
+def thumbnail(medium: np.ndarray) -> np.ndarray:
+    """The medium image squashed to THUMB x THUMB and standardised (zero mean, unit deviation)."""
+    pil = Image.fromarray(np.ascontiguousarray(medium, np.float32), "F")
+    t = np.asarray(pil.resize((THUMB, THUMB), Image.Resampling.BOX), np.float32)
+    return (t - t.mean()) / max(float(t.std()), 1e-6)
+
+
+def layout_features(thumbs: np.ndarray) -> np.ndarray:
+    """(n, THUMB, THUMB) standardised thumbnails -> (n, F): the pixels and the standardised gradient magnitude."""
+    gy, gx = np.zeros_like(thumbs), np.zeros_like(thumbs)
+    gy[:, 1:-1] = thumbs[:, 2:] - thumbs[:, :-2]
+    gx[:, :, 1:-1] = thumbs[:, :, 2:] - thumbs[:, :, :-2]
+    g = np.hypot(gx, gy)
+    g = (g - g.mean(axis=(1, 2), keepdims=True)) / (g.std(axis=(1, 2), keepdims=True) + 1e-6)
+    return np.concatenate([thumbs.reshape(len(thumbs), -1), g.reshape(len(g), -1)], axis=1)
+
+
+def views(thumb: np.ndarray) -> np.ndarray:
+    """A thumbnail (THUMB, THUMB) or a stack (n, THUMB, THUMB) -> layout features of the eight views (.., 8, F)."""
+    t = thumb[None] if thumb.ndim == 2 else thumb
+    out = np.stack([layout_features(np.rot90(s * t, k, axes=(1, 2))) for s in (1, -1) for k in range(4)], axis=1)
+    return out[0] if thumb.ndim == 2 else out
+
+
+def hand_features(medium: np.ndarray) -> np.ndarray:
+    """What the hand classifier reads: the layout, gradient orientations per cell (finger edges), the grey-level
+    histogram between the 1st and 99th percentiles, and the sharpness."""
+    lo, hi = np.percentile(medium, [1, 99])
+    unit = np.clip((medium - lo) / max(float(hi - lo), 1e-6), 0, 1)
+    hist = np.bincount(np.minimum((unit * HIST_BINS).astype(int), HIST_BINS - 1).ravel(), minlength=HIST_BINS)
+    out = np.concatenate([layout_features(thumbnail(medium)[None])[0], 4 * _hog(medium),
+                          4 * np.sqrt(hist / unit.size), [np.log(sharpness(medium) + 1e-3)]])
+    return np.nan_to_num(out).astype(np.float32)
+
+
+def _hog(medium: np.ndarray) -> np.ndarray:
+    """Gradient-orientation histograms in HOG_CELLS x HOG_CELLS cells, weighted by magnitude, square-rooted."""
+    gy, gx = np.zeros_like(medium), np.zeros_like(medium)
+    gy[1:-1], gx[:, 1:-1] = medium[2:] - medium[:-2], medium[:, 2:] - medium[:, :-2]
+    h, w = medium.shape
+    angle = np.minimum(((np.arctan2(gy, gx) % np.pi) / np.pi * HOG_BINS).astype(int), HOG_BINS - 1)
+    cell = (np.arange(h) * HOG_CELLS // h)[:, None] * HOG_CELLS + (np.arange(w) * HOG_CELLS // w)[None, :]
+    out = np.bincount((cell * HOG_BINS + angle).ravel(), np.hypot(gx, gy).ravel(), HOG_CELLS ** 2 * HOG_BINS)
+    return np.sqrt(out / (out.sum() + 1e-6))
+
+
+def cropped_medium(img: np.ndarray) -> np.ndarray:
+    """The medium thumbnail check() judges the layout on (frame cropped), for fitting."""
+    medium, _ = _medium(img)
+    box = frame_box(medium)
+    return medium if box is None else medium[box[0]:box[1], box[2]:box[3]]

@@ -1,0 +1,230 @@
+"""The input check (edge.quality): each refusal reason and each correction, on generated and real radiographs,
+in the runtime on every backend and precision, and edge-infer's bypass flag."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFilter
+
+from conftest import repo_env
+from edge import quality
+from edge.bundle import load_bundle
+from edge.runtime import BoneAgeModel, Prediction, Rejected, default_bundle_path
+from imaging_fixtures import phantom
+
+BUNDLE = default_bundle_path()
+SAMPLES = sorted((BUNDLE / "samples").glob("*.png"))
+SIDE = 299  # a network input side; the check reads the real one from the bundle in the runtime
+
+
+def sample(k: int = 0) -> np.ndarray:
+    return np.asarray(Image.open(SAMPLES[k]).convert("L"))
+
+
+@pytest.fixture(scope="module")
+def fitted() -> quality.QualityModel:
+    model = quality.quality_model(load_bundle(BUNDLE))
+    if model is None:
+        pytest.skip(f"{BUNDLE}/bundle.json has no 'quality' section: run python benchmarks/ood_suite.py fit")
+    return model
+
+
+def inset(img: np.ndarray, grey: int, canvas: float = 2.0) -> np.ndarray:
+    h, w = img.shape
+    out = np.full((int(h * canvas), int(w * canvas)), grey, np.uint8)
+    top, left = (out.shape[0] - h) // 2, (out.shape[1] - w) // 2
+    out[top:top + h, left:left + w] = img
+    return out
+
+
+def blank_with_text(side: int = 299) -> np.ndarray:
+    page = Image.new("L", (side, side), 235)
+    draw = ImageDraw.Draw(page)
+    for line in range(6):
+        draw.text((10, 20 + 30 * line), "LEFT HAND  PA  2026-11-30  ACCESSION 0001", fill=10)
+    return np.asarray(page)
+
+
+# ---- rules: no fitted model needed ----------------------------------------------------------------------------
+
+def test_a_generated_radiograph_passes_the_rules_untouched():
+    img = phantom(128)
+    v = quality.check(img, None, SIDE)
+    assert v.accepted and v.corrections == () and np.array_equal(v.image, img)
+    assert quality.check(img.astype(np.float32) / 255, None, SIDE).accepted  # float input in [0, 1] too
+
+
+@pytest.mark.parametrize("make, reason", [
+    (lambda a: (a * 0.05).astype(np.uint8), "too dark"),
+    (lambda a: (110 + a * 0.03).astype(np.uint8), "too flat"),
+    (lambda a: np.asarray(Image.fromarray(a).filter(ImageFilter.GaussianBlur(0.05 * a.shape[1]))), "too blurred"),
+], ids=["dark", "flat", "blurred"])
+def test_each_intensity_and_blur_refusal(make, reason):
+    v = quality.check(make(phantom(128)), None, SIDE)
+    assert not v.accepted and v.image is None and v.rejection.startswith(reason) and "\n" not in v.rejection
+
+
+def test_a_uniform_border_is_cropped_back_to_the_radiograph():
+    img = phantom(160)
+    v = quality.check(inset(img, 150), None, 100)
+    assert v.accepted and v.corrections[0].startswith("cropped a uniform border")
+    assert v.image.shape == img.shape and np.abs(v.image.astype(int) - img).max() == 0
+
+
+def test_a_mark_on_the_border_does_not_stop_the_crop():
+    framed = inset(phantom(160), 150)
+    framed[5:9, 5:9] = 255  # RSNA id 4230 has a dot in its grey border
+    v = quality.check(framed, None, 100)
+    assert v.accepted and v.image.shape == (160, 160)
+
+
+def test_too_little_radiograph_inside_a_border_is_refused():
+    v = quality.check(inset(phantom(64), 150, canvas=5.0), None, SIDE)  # 64 px of a 320 px image, 299 px network
+    assert not v.accepted and v.rejection.startswith("too little of the image is radiograph")
+
+
+def test_no_crop_without_a_frame_on_all_four_sides():
+    img = phantom(128)
+    three_sides = np.vstack([np.full((40, 128), 150, np.uint8), img])[:, :]  # a band on the top only
+    assert quality.check(three_sides, None, SIDE).corrections == ()
+
+
+# ---- the fitted model: orientation and "is it a hand radiograph" ----------------------------------------------
+
+@pytest.mark.parametrize("k", range(len(SAMPLES)))
+def test_bundled_radiographs_are_accepted_as_they_are(fitted, k):
+    v = quality.check(sample(k), fitted, SIDE)
+    assert v.accepted and v.corrections == (), v
+
+
+@pytest.mark.parametrize("turns, said", [(-1, "rotated 90 degrees clockwise"), (2, "rotated 180 degrees"),
+                                         (1, "rotated 90 degrees anticlockwise")])
+def test_a_rotated_radiograph_is_turned_back_exactly(fitted, turns, said):
+    img = sample(0)
+    v = quality.check(np.rot90(img, turns), fitted, SIDE)
+    assert v.accepted and v.corrections == (f"turned upright (it was {said})",)
+    assert np.array_equal(v.image, img)
+
+
+def test_an_inverted_radiograph_is_refused(fitted):
+    v = quality.check(255 - sample(1), fitted, SIDE)
+    assert not v.accepted and v.rejection.startswith("inverted")
+
+
+@pytest.mark.parametrize("make", [
+    lambda: np.random.default_rng(0).integers(0, 256, (299, 299), dtype=np.uint8),
+    lambda: np.asarray(Image.fromarray(np.random.default_rng(1).integers(0, 256, (299, 299), dtype=np.uint8))
+                       .filter(ImageFilter.GaussianBlur(4))),
+    blank_with_text,
+    lambda: sample(2)[:256, :190],  # the top-left quarter of a radiograph: fingers only
+], ids=["noise", "smoothed-noise", "blank-with-text", "quarter"])
+def test_what_is_not_a_whole_hand_radiograph_is_refused(fitted, make):
+    v = quality.check(make(), fitted, SIDE)
+    assert not v.accepted, v
+
+
+def test_a_natural_photograph_is_refused(fitted):
+    skimage_data = pytest.importorskip("skimage.data", reason="scikit-image's bundled images are not installed")
+    path = Path(skimage_data.__file__).parent / "camera.png"
+    if not path.is_file():
+        pytest.skip(f"{path} is not here (scikit-image ships it; nothing is downloaded)")
+    v = quality.check(np.asarray(Image.open(path).convert("L")), fitted, SIDE)
+    assert not v.accepted and v.rejection.startswith("does not look like a whole hand radiograph")
+
+
+def test_the_bundle_model_round_trips(fitted):
+    again = quality.QualityModel.from_dict(json.loads(json.dumps(fitted.to_dict())))
+    thumb = quality.thumbnail(quality.cropped_medium(sample(0)))
+    np.testing.assert_allclose(again.views(thumb), fitted.views(thumb), atol=1e-4)
+    with pytest.raises(ValueError, match="re-run"):
+        quality.QualityModel.from_dict({**fitted.to_dict(), "thumb": 32})
+
+
+# ---- real radiographs: RSNA test ids ---------------------------------------------------------------------------
+
+def test_real_test_radiographs_and_their_transforms(rsna_root, fitted, repo_root):
+    split = json.loads((repo_root / "models/splits/rsna-train-100px-seed0.json").read_text())
+    ids = split["test"][:12]
+    images = [np.asarray(Image.open(rsna_root / "train-299" / "images" / f"{i}.jpg").convert("L")) for i in ids]
+    accepted = [quality.check(a, fitted, SIDE).accepted for a in images]
+    assert sum(accepted) >= len(ids) - 1  # the suite measures the rate on all 1240 (docs/QUALITY.md)
+    img = images[accepted.index(True)]
+    assert np.array_equal(quality.check(np.rot90(img, 2), fitted, SIDE).image, img)
+    assert not quality.check(255 - img, fitted, SIDE).accepted
+    framed = quality.check(inset(img, 128), fitted, SIDE)
+    assert framed.accepted and framed.image.shape == img.shape
+
+
+def test_the_inset_radiograph_that_was_the_worst_test_error_is_cropped(rsna_root, fitted):
+    # RSNA 4230 (test split): a small radiograph in a wide grey border with a dot on it; read 144 -> 34 months.
+    img = np.asarray(Image.open(rsna_root / "train-299" / "images" / "4230.jpg").convert("L"))
+    v = quality.check(img, fitted, SIDE)
+    assert v.accepted and v.corrections and v.corrections[0].startswith("cropped a uniform border")
+    assert v.image.shape[0] < 0.8 * img.shape[0]
+
+
+def test_full_resolution_originals_are_accepted(rsna_root, fitted):
+    for path in sorted((rsna_root / "fullres" / "images").iterdir())[:4]:
+        v = quality.check(np.asarray(Image.open(path).convert("L")), fitted, SIDE)
+        assert v.accepted, (path.name, v.rejection)
+
+
+# ---- in the runtime, on every backend and precision -------------------------------------------------------------
+
+@pytest.mark.parametrize("backend, precision", [("onnxruntime", "fp32"), ("openvino", "fp32"), ("onnxruntime", "int8"),
+                                                ("openvino", "int8")])
+def test_the_runtime_checks_before_every_estimate(fitted, backend, precision):
+    from edge.backends import BackendUnavailable
+
+    try:
+        model = BoneAgeModel.load(backend=backend, precision=precision)
+    except BackendUnavailable as e:
+        pytest.skip(f"{backend} {precision} does not run here: {e}")
+    img = sample(0)
+    ok, turned, noise = model.predict_many([img, np.rot90(img, 1), blank_with_text()], batch_size=2)
+    assert isinstance(ok, Prediction) and ok.status == "ok" and ok.corrections == ""
+    assert turned.status == "ok" and turned.corrections.startswith("turned upright")
+    assert turned.bone_age_months == pytest.approx(ok.bone_age_months, abs=1e-3)  # turned back exactly
+    assert isinstance(noise, Rejected) and noise.status == "rejected" and noise.error
+    assert not hasattr(noise, "bone_age_months")
+
+
+def test_the_bypass_estimates_everything_and_says_so(fitted):
+    model = BoneAgeModel.load(backend="onnxruntime", precision="fp32", quality_check=False)
+    results = model.predict_many([sample(0), blank_with_text()])
+    assert all(isinstance(r, Prediction) and r.status == "unchecked" for r in results)
+
+
+def _infer(*args):
+    code = "import sys; from edge.cli.infer import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, *args, "--backend", "onnxruntime", "--precision", "fp32",
+                           "--no-progress"], capture_output=True, text=True, timeout=300, env=repo_env())
+
+
+def test_edge_infer_refuses_in_json_csv_and_table_and_counts_it_in_the_exit_code(fitted, tmp_path):
+    page = tmp_path / "page.png"
+    Image.fromarray(blank_with_text()).save(page)
+    out = _infer(str(SAMPLES[0]), str(page), "--json", "--csv", str(tmp_path / "r.csv"))
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    good, bad = json.loads(out.stdout)
+    assert good["status"] == "ok" and good["bone_age_months"] > 0
+    assert bad["status"] == "rejected" and "bone_age_months" not in bad and bad["error"]
+    assert "refused by the input check" in out.stderr
+    rows = (tmp_path / "r.csv").read_text().splitlines()
+    assert "status" in rows[0].split(",") and "rejected" in rows[2]
+    table = _infer(str(page))
+    assert table.returncode == 1 and "rejected" in table.stdout
+
+
+def test_edge_infer_no_quality_check_flag(fitted, tmp_path):
+    page = tmp_path / "page.png"
+    Image.fromarray(blank_with_text()).save(page)
+    out = _infer(str(page), "--json", "--no-quality-check")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)[0]["status"] == "unchecked"
+    assert "input quality check OFF" in out.stderr
