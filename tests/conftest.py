@@ -20,6 +20,16 @@ PHANTOM_BATCH = 32
 TRAIN_THREADS = 2
 
 
+# A test that needs a trained model (these fixtures train one, minutes on 2 cores) is slow wherever it is written.
+SLOW_FIXTURES = {"phantom_run", "resumed_run"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def cpu_has_int8_dot_product() -> bool:
     """VNNI / AMX: where the runtime makes INT8 its default precision (edge.cpu)."""
     from edge.cpu import int8_dot_product

@@ -11,7 +11,9 @@ from edge.runtime import BoneAgeModel, default_bundle_path
 from edge.verify import runnable, self_test
 
 BUNDLE = default_bundle_path()
-pytestmark = pytest.mark.skipif(not (BUNDLE / "bundle.json").exists(), reason="no default bundle in this checkout")
+# Slow: loading the 72 MB model in every backend and compiling its batch sizes takes a minute or more here.
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not (BUNDLE / "bundle.json").exists(), reason="no default bundle in this checkout")]
 
 
 def _samples():

@@ -40,6 +40,7 @@ def test_config_validates_member_sizes():
     assert round_trip.member_net_sizes == (112, 128)
 
 
+@pytest.mark.slow
 def test_mean_of_networks_averages_its_members_outputs():
     torch.manual_seed(0)
     cfg = replace(MODEL_CONFIGS["w035-100"], sex_heads=True, member_net_sizes=(96, 128))

@@ -136,6 +136,7 @@ def test_tensorrt_engine_cache_key_and_plan():
     assert fp32["strongly_typed"] and fp32["autocast_fp16"]  # FP16 via ModelOpt AutoCast (no FP16 flag in TRT 11)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("zooms", [(), (0.95, 1.05)])
 def test_prediction_views_export_to_onnx_and_openvino_at_any_batch(tmp_path, zooms):
     """The views live in the graph (constant resize matrices, batched MatMuls, the views' mean): every

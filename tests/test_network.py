@@ -56,6 +56,7 @@ def test_trunk_parameter_count_matches_torchvision(trunk):
     assert trunk.num_features == 2048
 
 
+@pytest.mark.slow
 def test_feature_map_shapes_at_299(trunk):
     seen = {}
     hooks = [getattr(trunk, name).register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, o.shape))
@@ -138,6 +139,7 @@ def test_forward_returns_age_and_sex_of_shape_n(small_cfg, heads, n_gates):
     assert torch.isfinite(age).all() and torch.isfinite(sex).all()
 
 
+@pytest.mark.slow
 def test_branch_heads_have_their_own_gates(small_cfg):
     from dataclasses import replace
 
@@ -154,6 +156,7 @@ def test_branch_heads_have_their_own_gates(small_cfg):
     assert not torch.allclose(sex0, sex1)
 
 
+@pytest.mark.slow
 def test_shared_gate_feeds_both_heads(small_cfg):
     torch.manual_seed(0)
     net = BoneAgeNet(small_cfg).eval()
@@ -190,6 +193,7 @@ def test_basic_conv_has_no_conv_bias_and_torchvision_bn_eps():
     assert b.conv.bias is None and b.bn.eps == 0.001
 
 
+@pytest.mark.slow
 def test_outputs_wrapper_gives_months_and_probability(small_cfg):
     torch.manual_seed(0)
     net = BoneAgeNet(small_cfg).eval()
@@ -203,6 +207,7 @@ def test_outputs_wrapper_gives_months_and_probability(small_cfg):
     assert ((p_male >= 0) & (p_male <= 1)).all()
 
 
+@pytest.mark.slow
 def test_train_mode_updates_bn_and_eval_is_deterministic(small_cfg):
     torch.manual_seed(0)
     net = BoneAgeNet(small_cfg)
@@ -217,6 +222,7 @@ def test_train_mode_updates_bn_and_eval_is_deterministic(small_cfg):
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
+@pytest.mark.slow
 def test_net_size_upsamples_inside_the_network(small_cfg):
     from dataclasses import replace
 
@@ -233,6 +239,7 @@ def test_net_size_upsamples_inside_the_network(small_cfg):
         assert torch.allclose(e, g, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_tta_zooms_average_the_training_warp_views_in_eval_only(small_cfg):
     """Each view is the augmentation's own warp (models.augment.warp), mirrored, then the resize."""
     from dataclasses import replace
@@ -293,6 +300,7 @@ def test_net_size_below_75_is_refused(small_cfg):
         replace(small_cfg, net_size=64)
 
 
+@pytest.mark.slow
 def test_flip_tta_averages_the_image_and_its_mirror_in_eval_only(small_cfg):
     from dataclasses import replace
 

@@ -11,6 +11,7 @@ from PIL import Image
 from edge.config import InputSpec
 from edge.imaging import ImageError, load_radiograph
 from edge.preprocess import pad_to_aspect, preprocess, to_model_input
+from conftest import missing_data
 
 RAW = dict(normalize="fixed", mean=0.0, std=1.0)  # identity normalisation: compare raw [0, 1] pixels
 

@@ -250,8 +250,10 @@ def test_edge_infer_table_and_csv(tiny_bundle, timages, tmp_path):
 
 
 def test_edge_infer_bad_bundle_is_one_line(tmp_path, timages):
+    from edge.cli.common import EXIT_BUNDLE
+
     out = _cli("infer", str(timages[0]), "--bundle", str(tmp_path))
-    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "not a model bundle" in out.stderr
+    assert out.returncode == EXIT_BUNDLE and out.stderr.count("\n") == 1 and "not a model bundle" in out.stderr
 
 
 @slow

@@ -52,6 +52,7 @@ def test_cli_fits_on_train_picks_the_penalty_on_val_and_keeps_the_rest(phantom_r
     assert by_sex.abs().sum() > 0
 
 
+@pytest.mark.slow
 def test_training_with_sex_heads_trains_them(tmp_path):
     from conftest import _train
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from conftest import repo_env
 
 REAL_DATA_TEST = "tests/test_data.py::test_committed_split_reproduces_from_rsna_labels"
@@ -21,6 +23,7 @@ def test_missing_rsna_data_skips_by_default(tmp_path):
     assert out.returncode == 0 and "1 skipped" in out.stdout, out.stdout
 
 
+@pytest.mark.slow
 def test_missing_rsna_data_fails_where_it_is_required(tmp_path):
     for env in ({"BONEAGE_DATA_REQUIRED": "1"}, {"CI": "true"}):
         out = _run_without_data(tmp_path, **env)
