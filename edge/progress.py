@@ -6,19 +6,26 @@ import time
 
 
 class Progress:
-    """A one-line progress display on stderr; silent when disabled (the runtime has no tqdm)."""
+    """Progress on stderr; silent when disabled or for a single item. On a terminal one line rewritten in place
+    (at most twice a second); into a file or a pipe (a log) one plain line every LOG_EVERY_S seconds instead, so
+    the log holds no carriage returns."""
+
+    LOG_EVERY_S = 10.0
 
     def __init__(self, total: int, desc: str, enabled: bool = True):
         self.total, self.desc, self.enabled = total, desc, enabled and total > 1
         self.t0, self.last = time.perf_counter(), 0.0
+        self.tty = sys.stderr.isatty() if hasattr(sys.stderr, "isatty") else False
 
     def __call__(self, done: int) -> None:
         now = time.perf_counter()
-        if not self.enabled or (now - self.last < 0.5 and done < self.total):
+        every = 0.5 if self.tty else self.LOG_EVERY_S
+        if not self.enabled or (now - self.last < every and done < self.total):
             return
         self.last = now
-        rate = done / max(now - self.t0, 1e-9)
-        sys.stderr.write(f"\r{self.desc}: {done}/{self.total} ({rate:.1f}/s)")
-        if done >= self.total:
-            sys.stderr.write("\n")
+        line = f"{self.desc}: {done}/{self.total} ({done / max(now - self.t0, 1e-9):.1f}/s)"
+        if self.tty:
+            sys.stderr.write(f"\r{line}" + ("\n" if done >= self.total else ""))
+        else:
+            sys.stderr.write(line + "\n")
         sys.stderr.flush()

@@ -307,3 +307,18 @@ def test_readme_starts_with_the_two_setup_commands_and_research_use():
     for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "export" / "model_card.py"]:
         found = re.findall(r"\bsessions?[- ]\d+", doc.read_text(), flags=re.IGNORECASE)
         assert not found, f"{doc.name} dates work by session: {found[:3]}"
+
+
+def test_progress_into_a_log_is_plain_lines(monkeypatch):
+    import io
+
+    from edge.progress import Progress
+
+    log = io.StringIO()  # not a terminal
+    monkeypatch.setattr(sys, "stderr", log)
+    p = Progress(50, "edge-infer: image files")
+    for k in range(1, 51):
+        p(k)
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue() and lines[0].startswith("edge-infer: image files: 1/50")
+    assert lines[-1].startswith("edge-infer: image files: 50/50") and len(lines) == 2
