@@ -108,10 +108,10 @@ class DicomNode:
 
     def _answer(self, ds: Dataset, data: bytes, caller: str) -> int | Dataset:
         result = self.service.predict([(f"{ds.get('SOPInstanceUID', 'image')}.dcm", data)])[0]
-        if isinstance(result, Failure) or getattr(result, "status", "ok") != "ok":
+        if isinstance(result, Failure):  # unreadable, or refused by the input check (edge.quality)
             # The reason can quote the file's own tags (a birth date): it goes back to the sender, not to the log.
             log.warning("C-STORE from %s: image not assessed (reason in the response's Error Comment)", caller)
-            return _failure(getattr(result, "error", "") or getattr(result, "reason", "") or "not assessed")
+            return _failure(result.error)
         sr = build_sr(result, ds, self.model)
         if self.sr_dir:
             _write_atomic(sr, self.sr_dir / f"{sr.SOPInstanceUID}.dcm")
