@@ -157,3 +157,20 @@ def test_full_resolution_radiographs_through_workers_equal_the_serial_run(rsna_r
     threaded = model.predict_many([str(p) for p in images], batch_size=4, workers=2)
     np.testing.assert_array_equal([r.bone_age_months for r in serial], [r.bone_age_months for r in threaded])
     np.testing.assert_array_equal([r.p_male for r in serial], [r.p_male for r in threaded])
+
+
+def test_openvino_compile_cache_only_when_asked_and_same_results(tiny_bundle, tiny_images, tmp_path, monkeypatch):
+    """BONEAGE_OPENVINO_CACHE: compiled models kept in that folder for the next process; unset, nothing written."""
+    from edge.backends.openvino_backend import CACHE_ENV
+    from edge.runtime import BoneAgeModel
+
+    cache = tmp_path / "ov-cache"
+    images = [str(p) for p in tiny_images[:4]]
+    monkeypatch.delenv(CACHE_ENV, raising=False)
+    plain = BoneAgeModel.load(tiny_bundle, backend="openvino", precision="fp32").predict_many(images)
+    assert not cache.exists()
+    monkeypatch.setenv(CACHE_ENV, str(cache))
+    for _ in range(2):  # the first load fills the cache, the second reads it
+        cached = BoneAgeModel.load(tiny_bundle, backend="openvino", precision="fp32").predict_many(images)
+        assert [r.bone_age_months for r in cached] == [r.bone_age_months for r in plain]
+        assert any(cache.iterdir())

@@ -6,6 +6,7 @@ one raised "Infer Request is busy", and retried, returned another image's output
 request from a pool (one is created when none is idle) and gives it back after its outputs are copied."""
 from __future__ import annotations
 
+import os
 import queue
 import threading
 
@@ -13,6 +14,12 @@ import numpy as np
 
 from edge.backends.base import Backend, cannot_load
 from edge.bundle import OUTPUTS
+
+
+# A folder for OpenVINO's compiled-model cache, opt-in: a later process loads the compiled model instead of compiling
+# it, most of the start-up for one image (docs/THROUGHPUT.md). OpenVINO keys it on the model, its settings and the
+# device, so a changed bundle compiles afresh.
+CACHE_ENV = "BONEAGE_OPENVINO_CACHE"
 
 
 class OpenVinoBackend(Backend):
@@ -27,6 +34,8 @@ class OpenVinoBackend(Backend):
         super().__init__(artifact, precision, threads)
         ov = self._import_runtime()
         self.core = ov.Core()
+        if os.environ.get(CACHE_ENV):  # opt-in only: nothing is written outside the user's own paths otherwise
+            self.core.set_property({"CACHE_DIR": os.environ[CACHE_ENV]})
         self.config = {"PERFORMANCE_HINT": "LATENCY"}
         if precision == "fp32":
             # On CPUs with native bf16 (AVX-512 BF16, AMX) OpenVINO silently runs FP32 models in bf16,
