@@ -173,6 +173,10 @@ def table_rows(result) -> str:
     else:
         lines = [name + "".join(f" {cell(getattr(result, field, None)):>{w}}" for _, w, field, cell in _COLUMNS)]
         notes = [_line(result.warning)] if result.warning else []
+        if getattr(result, "corrections", ""):  # what the input check fixed before the estimate (edge.quality)
+            notes.append(_line(f"input corrected: {result.corrections}"))
+        if getattr(result, "status", "") == "unchecked":
+            notes.append("input not checked (--no-quality-check): this image may not be a usable hand radiograph")
         notes += [_line(s) for s in [clinical_summary(result)] if s]  # interval, age, delay, SDS (edge.clinical)
     for note in notes:
         lines += textwrap.wrap(note, WIDTH, initial_indent="  ", subsequent_indent="    ")
