@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+import edge.runtime
+
 pytest.importorskip("pynetdicom")
 pytest.importorskip("highdicom")
 
@@ -187,6 +189,20 @@ def test_bad_dataset_gets_a_failure_status_and_the_node_carries_on(node, receive
     good = radiograph_dataset(SAMPLE, "DX")
     assert _store(node, good).Status == 0x0000
     assert receiver[1].get(timeout=WAIT_S)[1].StudyInstanceUID == good.StudyInstanceUID
+
+
+def test_refused_image_gets_the_reason(node, receiver):
+    if not hasattr(edge.runtime, "Rejected"):
+        pytest.skip("the runtime has no input check (edge.quality) yet")
+    import numpy as np
+    from PIL import Image, ImageFilter
+
+    blurred = radiograph_dataset(SAMPLE, "DX")
+    pixels = np.frombuffer(blurred.PixelData, np.uint8).reshape(blurred.Rows, blurred.Columns)
+    blurred.PixelData = Image.fromarray(pixels).filter(ImageFilter.GaussianBlur(16)).tobytes()
+    status = _store(node, blurred)
+    assert status.Status == 0xC000 and status.ErrorComment.startswith("too blurred")
+    assert receiver[1].empty()
 
 
 def test_send_to_is_parsed_and_checked():

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+import edge.runtime
+
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
@@ -81,6 +83,22 @@ def test_sex_given_and_a_bad_file_in_the_batch(client, service):
     _same(good, _expected(service, SAMPLES[0], sex="F"))
     assert good["given_sex"] == "female"
     assert bad["file"] == "broken.png" and "error" in bad and "/proc/" not in bad["error"]
+
+
+def _dark(path: Path, out: Path) -> Path:
+    """The radiograph at 4% of its brightness: refused by the input check (edge.quality) as too dark."""
+    from PIL import Image
+
+    Image.eval(Image.open(path).convert("L"), lambda v: v * 4 // 100).save(out)
+    return out
+
+
+def test_refused_image_is_said_plainly(client, tmp_path):
+    if not hasattr(edge.runtime, "Rejected"):
+        pytest.skip("the runtime has no input check (edge.quality) yet")
+    got = client.post("/v1/predict", files=_files(_dark(SAMPLES[1], tmp_path / "dark.png"))).json()["results"][0]
+    assert got["file"] == "dark.png" and got["status"] == "rejected" and "too dark" in got["error"]
+    assert got.get("bone_age_months") is None
 
 
 def test_dicom_upload(client, service, tmp_path):
