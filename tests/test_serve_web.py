@@ -310,6 +310,14 @@ def test_page_in_headless_chromium(server, service, tmp_path):
         wait.until(lambda b: service.model_info()["name"] in b.find_element(By.ID, "model").text)
         hands = SAMPLES[1:3]  # two boys' radiographs
         browser.find_element(By.ID, "files").send_keys("\n".join(str(p) for p in hands))
+        # Drop the same files on the drop zone (a real drop event carrying the File objects) instead.
+        browser.execute_script("""
+            const input = document.getElementById("files"), moved = new DataTransfer();
+            [...input.files].forEach((f) => moved.items.add(f));
+            input.value = "";
+            document.getElementById("drop").dispatchEvent(new DragEvent("drop", {dataTransfer: moved}));""")
+        assert browser.find_element(By.ID, "chosen").text == ", ".join(p.name for p in hands)
+        assert not browser.execute_script('return document.getElementById("files").files.length')
         Select(browser.find_element(By.ID, "sex")).select_by_value("M")
         browser.find_element(By.ID, "age").send_keys("10y")
         browser.find_element(By.ID, "run").click()
