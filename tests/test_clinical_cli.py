@@ -94,3 +94,14 @@ def test_heatmap_and_report_files(tmp_path, capsys):
     assert Image.open(png).mode == "RGB"
     page = (tmp_path / "rep" / f"{SAMPLE.stem}.report.html").read_text()
     assert "For research use only" in page and page.count("data:image/png;base64,") == 2
+
+
+def test_same_file_name_in_two_folders_gets_two_reports(tmp_path, capsys):
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "hand.png").write_bytes(SAMPLE.read_bytes())
+    code = main([str(tmp_path / "a" / "hand.png"), str(tmp_path / "b" / "hand.png"), *MODEL,
+                 "--report", str(tmp_path / "rep")])
+    capsys.readouterr()
+    pages = sorted(p.name for p in (tmp_path / "rep").iterdir())
+    assert code == 0 and len(pages) == 2 and "hand.report.html" in pages

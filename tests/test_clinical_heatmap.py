@@ -3,9 +3,9 @@ models point at the same places.
 
 Threshold: Pearson correlation of the FP32 and INT8 maps >= 0.9. INT8 moves single estimates by up to
 ~10 months against FP32 on validation (bundle.json retention agreement, p95 2.3 months), so the occlusion
-changes, a few months each, are expected to differ in detail but not in where they are large; measured on the
-three bundled samples with ONNX Runtime: 0.996-0.999 (docs/CLINICAL.md). 0.9 still fails a map that moved
-(e.g. the INT8 map of another sample correlates far lower; checked below).
+changes, a few months each, are expected to differ in detail but not in where they are large. Measured on the
+three bundled samples (benchmarks/heatmap_agreement.py): ONNX Runtime 0.998-0.999, OpenVINO 0.999-1.000;
+maps of two different images correlate at 0.63-0.64, so 0.9 still fails a map that moved (checked below).
 """
 from __future__ import annotations
 

@@ -81,23 +81,36 @@ def in_context(results, model, patients: dict, args):
     from edge.runtime import Prediction
 
     clinical = fitted(model.bundle)
+    used: set[str] = set()
     for r in results:
         if isinstance(r, Prediction):
             r = annotate(r, patients.get(r.file), clinical, args.interval_level)
             if args.heatmap or args.report:
                 try:
-                    write_pictures(r, model, args.heatmap, args.report)
+                    write_pictures(r, model, args.heatmap, args.report, _unique_name(r.file, used))
                 except Exception as e:  # noqa: BLE001  (the estimate stands; the picture is extra)
                     r = replace(r, warning="; ".join(filter(None, [r.warning, f"no heatmap/report: {e}"])))
         yield r
 
 
-def write_pictures(pred, model, heatmap_dir, report_dir) -> None:
+def _unique_name(path: str, used: set[str]) -> str:
+    """The file's stem, or with a short hash of its path when another input of this run had that stem
+    (scans/a/hand.png and scans/b/hand.png must not overwrite each other's report)."""
+    import hashlib
+
+    name = Path(path).stem
+    if name in used:
+        name = f"{name}-{hashlib.sha1(str(path).encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
+    used.add(name)
+    return name
+
+
+def write_pictures(pred, model, heatmap_dir, report_dir, name: str) -> None:
     from edge.clinical import heatmap, report
 
     image, picture = heatmap.explain(model, pred.file, pred.given_sex)
     if heatmap_dir:
         Path(heatmap_dir).mkdir(parents=True, exist_ok=True)
-        picture.save(Path(heatmap_dir) / f"{Path(pred.file).stem}.heatmap.png", optimize=True)
+        picture.save(Path(heatmap_dir) / f"{name}.heatmap.png", optimize=True)
     if report_dir:
-        report.write_report(pred, model.bundle, report_dir, image, picture)
+        report.write_report(pred, model.bundle, report_dir, image, picture, name)

@@ -15,7 +15,7 @@ DEFAULT_LEVEL = 0.9
 
 
 def fitted(bundle) -> dict | None:
-    """The bundle's clinical calibration, or None for a bundle calibrated before it existed."""
+    """The bundle's clinical calibration, or None when `python -m export.calibrate` was never run on it."""
     return bundle.meta.get("clinical")
 
 
@@ -27,12 +27,10 @@ def annotate(pred, patient: Patient | None, clinical: dict | None, level: float 
         fields.update(interval_low_months=lo, interval_high_months=hi, interval_level=level)
     else:
         notes.append("no interval: the bundle has no clinical calibration (run python -m export.calibrate)")
-    sure_below = None
     if clinical and "sex_calibration" in clinical:
         cal = clinical["sex_calibration"]
         q = calibration.apply(pred.p_male, cal["a"], cal["b"])
-        sure_below = cal["uncertain_below"]
-        fields.update(p_male_calibrated=q, sex_uncertain=max(q, 1 - q) < sure_below)
+        fields.update(p_male_calibrated=q, sex_uncertain=max(q, 1 - q) < cal["uncertain_below"])
     patient = patient or Patient()
     if patient.age_months is not None:
         fields.update(chronological_age_months=patient.age_months, age_source=patient.age_source)

@@ -169,8 +169,8 @@ not for every child.</p>
 """
 
 
-def write_report(pred, bundle, out_dir, image=None, heat=None) -> Path:
-    out = Path(out_dir) / f"{Path(pred.file).stem}.report.html"
+def write_report(pred, bundle, out_dir, image=None, heat=None, name: str | None = None) -> Path:
+    out = Path(out_dir) / f"{name or Path(pred.file).stem}.report.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(pred, bundle, image, heat), encoding="utf-8")
     return out
