@@ -6,6 +6,7 @@ is read from the bundle's bundle.json "clinical" key (written by `python -m expo
 """
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from edge.clinical import calibration, intervals, reference
@@ -24,7 +25,10 @@ def annotate(pred, patient: Patient | None, clinical: dict | None, level: float 
     fields, notes = {}, []
     if clinical and "intervals" in clinical:
         lo, hi = intervals.interval(clinical["intervals"], pred.bone_age_months, bool(pred.given_sex), level)
-        fields.update(interval_low_months=lo, interval_high_months=hi, interval_level=level)
+        if math.isfinite(hi) and math.isfinite(lo):
+            fields.update(interval_low_months=lo, interval_high_months=hi, interval_level=level)
+        else:
+            notes.append(f"no {level:.0%} interval: too few calibration images in this age band for that level")
     else:
         notes.append("no interval: the bundle has no clinical calibration (run python -m export.calibrate)")
     if clinical and "sex_calibration" in clinical:
