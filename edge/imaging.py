@@ -214,13 +214,8 @@ def _decode_dicom(path: Path) -> np.ndarray:
     pydicom = _pydicom(path)
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    ts = _transfer_syntax(path, pydicom)
-    if ts == pydicom.uid.DeflatedExplicitVRLittleEndian:
-        _check_inflated_size(path)  # pydicom inflates the whole file before reading a single tag
-    try:
-        head = pydicom.dcmread(path, stop_before_pixels=True)
-    except Exception as e:  # pydicom raises many types for malformed files
-        raise ImageError(path, f"not a readable DICOM file ({_first_line(e)})") from None
+    head = read_dicom_header(path)
+    ts = head.file_meta.get("TransferSyntaxUID")
     frames = _check_dicom_size(path, head)
     try:
         ds = pydicom.dcmread(path)
@@ -241,13 +236,31 @@ def _decode_dicom(path: Path) -> np.ndarray:
         pixels = pixels[0]  # multi-frame: a radiograph has one frame, take the first
     if pixels.ndim == 3:
         pixels = pixels.mean(axis=-1)
-    a = apply_modality_lut(pixels, ds).astype(np.float32)  # rescale slope/intercept
-    if "WindowCenter" in ds or "VOILUTSequence" in ds:
-        a = apply_voi_lut(a, ds, prefer_lut=True).astype(np.float32)
+    try:
+        a = apply_modality_lut(pixels, ds).astype(np.float32)  # rescale slope/intercept
+        if "WindowCenter" in ds or "VOILUTSequence" in ds:
+            a = apply_voi_lut(a, ds, prefer_lut=True).astype(np.float32)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:  # e.g. a RescaleSlope that is no number
+        raise ImageError(path, f"DICOM rescale or window values are unusable ({_first_line(e)})") from None
     a = _minmax(a)
     if ds.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
         a = 1.0 - a  # MONOCHROME1: high values are dark; bone must be bright as in training
     return a
+
+
+def read_dicom_header(path):
+    """A DICOM file's tags without its pixel data (pydicom Dataset), read safely: an untrusted deflated file is
+    inflated in bounded pieces first (pydicom inflates the whole file before reading a single tag, and a 283 KB
+    file declaring 12000x12000 pixels inflates to 288 MB). Any problem is an ImageError naming the file; use this
+    wherever a DICOM's tags are read (edge.clinical reads patient age and sex from them)."""
+    path = Path(path)
+    pydicom = _pydicom(path)
+    if _transfer_syntax(path, pydicom) == pydicom.uid.DeflatedExplicitVRLittleEndian:
+        _check_inflated_size(path)
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception as e:  # pydicom raises many types for malformed files (zlib.error, struct.error, ...)
+        raise ImageError(path, f"not a readable DICOM file ({_first_line(e)})") from None
 
 
 def _transfer_syntax(path: Path, pydicom):

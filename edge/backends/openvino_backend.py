@@ -46,6 +46,9 @@ class OpenVinoBackend(Backend):
         self._lock = threading.Lock()  # guards compiling and the dict below, not inference
         self.compiled: dict[int, tuple[object, list, queue.SimpleQueue]] = {}
         try:
+            if self.artifact.suffix == ".xml" and not _looks_like_xml(self.artifact):
+                # Otherwise OpenVINO tries every frontend on it, and the ONNX one logs parse errors on stderr.
+                raise ValueError("not an OpenVINO IR (no XML)")
             self.source = self.core.read_model(str(self.artifact))  # read once: an ONNX file is converted on reading
             self._compiled(1)  # compile now, so a bad artifact fails at load time
         except Exception as e:  # OpenVINO raises RuntimeError and its own types for files it cannot use
@@ -86,6 +89,11 @@ class OpenVinoBackend(Backend):
             return self.by_name(((_bundle_name(o), result[o]) for o in outputs), len(batch))  # copies
         finally:
             idle.put(request)
+
+
+def _looks_like_xml(path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(256).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<")
 
 
 def _bundle_name(output) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from edge.formats import FORMATS, PRECISIONS
 from edge.progress import Progress  # noqa: F401  (re-exported for the CLIs)
@@ -41,7 +42,8 @@ def run_cli(main_fn, argv=None) -> int:
     # Pillow warns (on stderr) about images between its own limit and twice it, which edge.imaging refuses anyway
     # with its own message; set once here, for the process the CLI owns, never per call in the hot path.
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-    prog = main_fn.__module__.rsplit(".", 1)[-1]
+    module = sys.modules.get(main_fn.__module__)
+    prog = Path(getattr(module, "__file__", None) or main_fn.__module__).stem.rsplit(".", 1)[-1]  # also as __main__
     codes = ((BundleError, EXIT_BUNDLE), (BackendUnavailable, EXIT_NO_BACKEND),
              ((ImageError, OSError, ValueError), EXIT_ERROR))
     try:
