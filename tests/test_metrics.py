@@ -266,3 +266,97 @@ def test_retention_fails_a_clamp_at_one_end_that_the_overall_mae_hides():
     band = r["worst_age_band"]
     assert band["ages"][0] == pytest.approx(age.min()) and band["n"] == 200 and band["mae_increase"] > 1.0
     assert retention(age, male, ref, p, ref + 0.01, p)["passed"]  # a uniform tiny shift is not a band failure
+
+
+# ---------------------------------------------------------------- exact values (each pins what a small change would move)
+
+def test_bootstrap_ci_is_the_percentile_interval_of_seeded_resamples():
+    age, pred, male, p = _fake_predictions(n=80)
+    got = metrics.evaluate(age, pred, male, p, n_boot=50, seed=3)["ci"]
+    rng = np.random.default_rng(3)
+    boots = {k: [] for k in got}
+    for _ in range(50):
+        idx = rng.integers(0, 80, 80)
+        m = metrics.point_metrics(age[idx], pred[idx], male[idx], p[idx])
+        for k in boots:
+            boots[k].append(m[k])
+    assert set(got) == {"mae", "mse", "rmse", "icc", "accuracy", "auc", "kappa"}
+    for k, v in boots.items():
+        assert got[k] == pytest.approx([np.nanpercentile(v, 2.5), np.nanpercentile(v, 97.5)], rel=1e-12), k
+
+
+def test_a_p_male_of_exactly_one_half_reads_as_male():
+    m = metrics.point_metrics([100, 120, 140, 160], [100, 120, 140, 160], [1, 0, 1, 0], [0.5, 0.49, 0.51, 0.2])
+    assert m["accuracy"] == 1.0 and m["mae"] == 0.0 and m["n"] == 4
+
+
+def test_kappa_without_disagreement_possible_is_nan():
+    k, p = metrics.cohen_kappa([1, 1, 1], [1, 1, 1])  # pe == 1: kappa undefined
+    assert math.isnan(k) and math.isnan(p)
+
+
+def test_format_table_exact_layout():
+    m = {"mae": 1.23456, "mse": 2.5, "rmse": 1.58113, "icc": 0.9, "accuracy": 0.75, "auc": 0.8125, "kappa": 0.5,
+         "kappa_p": 0.000123, "n": 4, "ci": {"mae": [1.0, 1.5], "mse": [2.0, 3.0]}}
+    lines = metrics.format_table({"m": m}, paper=False).splitlines()
+    assert lines[0] == f"{'metric':<10}{'m':>24}"
+    assert lines[1] == f"{'mae':<10}{'1.235 [1.000, 1.500]':>24}"
+    assert lines[2] == f"{'mse':<10}{'2.500 [2.0, 3.0]':>24}"
+    assert lines[8] == f"{'kappa_p':<10}{'0.000123':>24}" and lines[9] == f"{'n':<10}{'4':>24}"
+    assert len(lines) == 10
+    with_paper = metrics.format_table({"m": {"mae": 1.0}}).splitlines()
+    assert with_paper[0].endswith(f"{'paper':>24}") and with_paper[1] == f"{'mae':<10}{'1.000':>24}{'3.100':>24}"
+    assert with_paper[2] == f"{'mse':<10}{'-':>24}{'25.000':>24}"
+
+
+def test_retention_thresholds_are_inclusive_and_messages_exact():
+    # Exact binary fractions: a change equal to a threshold passes, one step past it fails, and says by how much.
+    age = np.arange(0.0, 200.0, 10.0)  # 20 images, 10 tenths of 2
+    male = np.tile([0, 1], 10)
+    p = np.where(male == 1, 0.75, 0.25)
+    t = Thresholds(max_mae_increase=0.25, max_accuracy_drop=0.0625, max_auc_drop=0.5, max_band_mae_increase=1.0)
+    assert retention(age, male, age, p, age + 0.25, p, t)["passed"]  # +0.25 overall, +0.25 in every band
+    r = retention(age, male, age, p, age + 0.5, p, t)
+    assert r["failures"] == ["MAE +0.500 months > 0.25"] and r["delta"]["mae"] == 0.5
+    band = age.copy()
+    band[:2] += 1.0  # the youngest tenth +1.0 exactly: on the threshold
+    assert retention(age, male, age, p, band, p, Thresholds(1.0, 1.0, 1.0, 1.0))["passed"]
+    band[:2] += 1.0
+    r = retention(age, male, age, p, band, p, Thresholds(1.0, 1.0, 1.0, 1.0))
+    assert r["failures"] == ["MAE +2.00 months at ages 0-10 > 1.0"]
+    assert r["worst_age_band"] == {"mae_increase": 2.0, "ages": [0.0, 10.0], "n": 2}
+    flipped = p.copy()
+    flipped[0] = 0.75  # one girl of 20 read as a boy: accuracy -0.05 < 0.0625 passes; two fail
+    assert retention(age, male, age, p, age, flipped, t)["passed"]
+    flipped[2] = 0.75
+    r = retention(age, male, age, p, age, flipped, t)
+    assert r["failures"] == ["sex accuracy -0.1000 < -0.0625"] and r["agreement"]["sex_flips"] == 2
+    r = retention(age, male, age, p, age, 1 - p, Thresholds(1.0, 1.0, 0.5, 1.0))
+    assert r["failures"] == ["AUC -1.0000 < -0.5"]
+
+
+def test_threshold_options_map_to_their_own_fields():
+    import argparse
+
+    from edge.retention import add_threshold_args, thresholds_from
+
+    parser = argparse.ArgumentParser()
+    add_threshold_args(parser)
+    assert thresholds_from(parser.parse_args([])) == Thresholds()
+    args = parser.parse_args(["--max-mae-increase", "1", "--max-accuracy-drop", "2", "--max-auc-drop", "3",
+                              "--max-band-mae-increase", "4"])
+    assert thresholds_from(args) == Thresholds(1.0, 2.0, 3.0, 4.0)
+
+
+def test_format_rows_exact_layout():
+    from edge.retention import format_rows
+
+    age = np.arange(0.0, 200.0, 10.0)
+    male = np.tile([0, 1], 10)
+    p = np.where(male == 1, 0.75, 0.25)
+    r = retention(age, male, age, p, age + 0.5, p)
+    lines = format_rows({"int8": r}).splitlines()
+    assert lines[0].startswith(f"{'variant':<28}{'MAE':>8}{'dMAE':>8}{'band':>7}") and "verdict" in lines[0]
+    assert lines[1] == (f"{'int8':<28}{0.5:>8.2f}{0.5:>+8.2f}{0.5:>+7.2f}{1.0:>8.3f}{0.0:>+8.3f}{1.0:>8.3f}"
+                        f"{0.0:>+8.3f}{0.5:>8.2f}{0.5:>8.2f}{0:>7}  FAIL: MAE +0.500 months > 0.25")
+    assert format_rows({"fp32": retention(age, male, age, p, age, p)}).splitlines()[1].endswith("  PASS")
