@@ -124,6 +124,45 @@ def test_bilinear_squash_is_close_to_pillow_8bit_resize(random_png):
     np.testing.assert_allclose(x, ref, atol=1 / 255 + 1e-6)  # float path vs 8-bit rounding
 
 
+@pytest.mark.parametrize("name", ["nearest", "bilinear", "bicubic", "box", "lanczos"])
+def test_each_interpolation_is_pillows_own_in_both_modes(random_png, name):
+    # 8-bit images resize in Pillow's 8-bit mode, float ones in its 32-bit float mode: each name is that filter.
+    _, a = random_png
+    spec = InputSpec(height=90, width=77, resize="squash", interpolation=name, **RAW)
+    want8 = np.asarray(Image.fromarray(a).resize((77, 90), getattr(Image.Resampling, name.upper())))
+    np.testing.assert_array_equal(preprocess(a, spec)[0], want8.astype(np.float32) / 255.0)
+    f = a.astype(np.float32) / 255.0
+    want_f = np.asarray(Image.fromarray(f, mode="F").resize((77, 90), getattr(Image.Resampling, name.upper())))
+    np.testing.assert_array_equal(preprocess(f, spec)[0], want_f)
+
+
+def test_array_inputs_by_type():
+    spec = InputSpec(height=80, width=80, **RAW)
+    rng = np.random.default_rng(4)
+    u16 = rng.integers(0, 65536, (80, 80)).astype(np.uint16)
+    np.testing.assert_allclose(preprocess(u16, spec)[0], u16 / 65535.0, rtol=1e-6)
+    i16 = rng.integers(-50, 32768, (80, 80)).astype(np.int16)  # negatives clip to black
+    np.testing.assert_allclose(preprocess(i16, spec)[0], np.clip(i16 / 32767.0, 0, 1), rtol=1e-6)
+    f = rng.random((80, 80)) * 3 - 1  # floats are taken as they are
+    np.testing.assert_allclose(preprocess(f, spec)[0], f, rtol=1e-6)
+    rgba = rng.integers(0, 256, (80, 80, 4)).astype(np.uint8)
+    rgba[..., 3] = 0  # alpha is not a colour: ignored
+    np.testing.assert_allclose(preprocess(rgba.astype(np.float32) / 255, spec)[0],
+                               rgba[..., :3].mean(axis=-1) / 255, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"expected a 2-D grayscale array, got shape \(80, 80, 2\)"):
+        preprocess(np.zeros((80, 80, 2)), spec)
+
+
+def test_pad_of_an_8bit_image_stays_8bit_and_fills_with_the_border_median():
+    img = np.full((60, 30), 100, np.uint8)
+    img[0, :] = img[-1, :] = 101  # a brighter top and bottom row: the border's median is still 100
+    img[10:50, 5:25] = 250
+    out = pad_to_aspect(img, 1.0)
+    assert out.dtype == np.uint8 and out.shape == (60, 60)
+    assert (out[:, :15] == 100).all() and (out[:, 45:] == 100).all()
+    np.testing.assert_array_equal(out[:, 15:45], img)
+
+
 # ---------------------------------------------------------------- decoding
 
 def test_16bit_png_decodes_with_full_range(tmp_path):
