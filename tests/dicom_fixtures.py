@@ -6,8 +6,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from pydicom.dataset import FileMetaDataset
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (ComputedRadiographyImageStorage, DigitalXRayImageStorageForPresentation,
                          ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid)
 
