@@ -25,10 +25,6 @@ from edge.reference import compare, reference_samples
 from edge.retention import Thresholds, retention
 from edge.runtime import BoneAgeModel, sex_disagrees
 
-# Self-test tolerances against the stored FP32 outputs (months, probability). FP32 backends agree with
-# torch to ~1e-3 months. INT8 moves single predictions more: on the default model's 2484 validation
-# images the INT8-vs-FP32 difference had p95 5.8 and max 20.4 months (edge-quantize's gate), so the INT8
-# self-test catches gross breakage (wrong preprocessing, a broken runtime), not quantization noise.
 def runnable(bundle_dir, backends=None, threads=None) -> dict[str, BoneAgeModel]:
     """'backend/precision' -> loaded model, for every pair that this bundle has and this machine runs."""
     b = load_bundle(bundle_dir)
