@@ -196,6 +196,16 @@ def test_report(client, service):
     assert client.post("/v1/predict", files=_files(SAMPLES[1]), data={"age": "42"}).status_code == 422
 
 
+def test_token_from_the_environment_and_loopback_addresses(monkeypatch):
+    from edge.cli.serve import TOKEN_ENV, is_loopback, parse_args
+
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    assert parse_args([]).token == TOKEN and parse_args(["--token", "other"]).token == "other"
+    assert parse_args([]).host == "127.0.0.1"
+    assert all(map(is_loopback, ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"]))
+    assert not any(map(is_loopback, ["0.0.0.0", "::", "10.0.0.5", "clinic-pc.local"]))
+
+
 # --- the real server -------------------------------------------------------------------------------------------
 
 def _free_port() -> int:
