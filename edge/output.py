@@ -257,6 +257,21 @@ class JsonListSink(Sink):
         super().close()
 
 
+def check_writable(path: str) -> None:
+    """Refuse, before any work, an output path that cannot be written (a folder, a missing or read-only folder),
+    without touching an existing file (a run that then fails to start must not have emptied it)."""
+    if path == "-":
+        return
+    p = Path(path)
+    folder = p.parent if str(p.parent) else Path(".")
+    if p.is_dir():
+        raise OutputError(f"{path}: is a folder; give a file name for the results")
+    if not folder.is_dir():
+        raise OutputError(f"{path}: no such folder {folder}")
+    if not os.access(p if p.exists() else folder, os.W_OK):
+        raise OutputError(f"{path}: cannot write here (permission denied)")
+
+
 def open_sink(kind: str, path: str, info: dict, resume: bool = False) -> Sink:
     """kind: csv, jsonl or json; path '-' is stdout. With resume, an existing file is read (rows whose input is
     already there are skipped, the rest appended); without it, the file is started afresh."""

@@ -322,3 +322,14 @@ def test_progress_into_a_log_is_plain_lines(monkeypatch):
     lines = log.getvalue().splitlines()
     assert "\r" not in log.getvalue() and lines[0].startswith("edge-infer: image files: 1/50")
     assert lines[-1].startswith("edge-infer: image files: 50/50") and len(lines) == 2
+
+
+def test_a_bad_output_path_is_refused_before_the_model_loads(tiny_images, tmp_path):
+    existing = tmp_path / "old.csv"
+    existing.write_text("file\nkeep-me.png\n")
+    for bad, words in ((tmp_path / "no-such-folder" / "o.csv", "no such folder"), (tmp_path, "is a folder")):
+        # The bundle does not exist either: the output path is checked first, so the message is about it.
+        out = _cli("infer", tiny_images[0], "--bundle", tmp_path / "no-bundle", "--csv", bad)
+        assert out.returncode == 2 and words in out.stderr and out.stderr.count("\n") == 1, out.stderr
+    out = _cli("infer", tiny_images[0], "--bundle", tmp_path / "no-bundle", "--csv", existing)
+    assert out.returncode == 3 and existing.read_text() == "file\nkeep-me.png\n"  # a run that never started keeps it

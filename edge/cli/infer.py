@@ -33,8 +33,9 @@ def parse_args(argv=None):
     out.add_argument("--resume", action="store_true",
                      help="continue an interrupted run: skip the inputs already in the --csv/--jsonl FILE and "
                           "append the rest (a missing FILE starts afresh)")
-    p.add_argument("--batch-size", type=_positive, default=8, metavar="N",
-                   help="images per call to the runtime (default 8); larger uses more memory, rarely faster")
+    p.add_argument("--batch-size", type=_positive, default=1, metavar="N",
+                   help="images per call to the runtime (default 1); larger compiles another model at start (OpenVINO) "
+                        "and uses more memory, and paid only for small inputs on an idle CPU (docs/THROUGHPUT.md)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress line on stderr (it is shown only when the results do not go to the terminal)")
     p.add_argument("--workers", type=int, metavar="N",
@@ -89,7 +90,7 @@ def _sex(text: str) -> str:
 
 def _main(argv=None) -> int:
     from edge.imaging import expand_inputs
-    from edge.output import model_info, table_header
+    from edge.output import check_writable, model_info, table_header
 
     args = parse_args(argv)
     _stop_on_sigterm()
@@ -98,6 +99,9 @@ def _main(argv=None) -> int:
     entries = expand_inputs(args.inputs)
     files = [path for path, why in entries if why is None]
     entries, files, sexes, patients = with_patients(entries, files, args)  # --sex/--sexes/--patients/--age, DICOM tags
+    for path in (args.csv, args.jsonl):  # a bad output path is said now, not after the model has loaded
+        if path:
+            check_writable(path)
     model = _load_model(args)
     if args.no_quality_check:
         print("edge-infer: input quality check OFF (--no-quality-check): every image gets a bone age, even one that "
