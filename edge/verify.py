@@ -1,7 +1,9 @@
 """Accuracy checks of a bundle on this machine, for every backend and precision that runs here.
 
 - with labelled data: the paper's metrics per backend, their change against the FP32 reference and the
-  retention verdict (edge.retention), on the bundle's own test split;
+  retention verdict (edge.retention), and where the errors are (by age band and sex, the largest), on the images
+  of any labelled folder the model neither trained nor was selected on (held_out: a clinic's own images, or the
+  test part of the bundle's split);
 - without data: the installation self-test, reproducing the FP32 outputs stored for the bundled samples.
 """
 from __future__ import annotations
@@ -24,6 +26,7 @@ from edge.progress import Progress
 from edge.reference import compare, reference_samples
 from edge.retention import Thresholds, retention
 from edge.runtime import BoneAgeModel, sex_disagrees
+
 
 def runnable(bundle_dir, backends=None, threads=None) -> dict[str, BoneAgeModel]:
     """'backend/precision' -> loaded model, for every pair that this bundle has and this machine runs."""
