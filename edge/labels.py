@@ -38,7 +38,8 @@ class Labels:
         return [image_path(self.image_dir, i) for i in self.ids]
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# In this order: RSNA's sets are PNG (train-299: JPEG); a clinic's own labelled images are often DICOM.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
 
 
 def image_path(image_dir: Path, image_id: str) -> Path:

@@ -108,6 +108,25 @@ def test_edge_verify_on_a_clinic_folder(bundle, folder, tmp_path):
         _mae(NOISE), abs=1e-3)
 
 
+def test_a_clinic_folder_of_dicom_files_is_evaluated(bundle, folder, tmp_path):
+    """A clinic's labelled images are often DICOM: images/<id>.dcm is found and read like the PNGs."""
+    from PIL import Image
+
+    from imaging_fixtures import write_dicom
+
+    dicoms = tmp_path / "dicoms"
+    (dicoms / "images").mkdir(parents=True)
+    (dicoms / "labels.csv").write_text((folder / "labels.csv").read_text())
+    for p in (folder / "images").iterdir():
+        pixels = np.asarray(Image.open(p).convert("L"), np.uint16) * 16  # 12-bit, as a CR stores it
+        write_dicom(dicoms / "images" / f"{p.stem}.dcm", pixels)
+    out = _cli("edge.cli.verify", "--bundle", bundle, "--data", dicoms, "--backends", "onnxruntime", "--json")
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert r["n"] == 8 and r["unreadable"] == []
+    assert r["backends"]["onnxruntime/fp32"]["metrics"]["mae"] == pytest.approx(_mae(["s1", "s2", *CLINIC]), abs=0.3)
+
+
 def test_an_unreadable_labelled_image_is_named_and_left_out(bundle, folder, tmp_path):
     broken = tmp_path / "broken"
     (broken / "images").mkdir(parents=True)
