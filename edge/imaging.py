@@ -152,24 +152,22 @@ _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), 
 
 def _check_png_data(path: Path) -> None:
     """The inflated IDAT stream must be exactly as long as IHDR's size needs. Pillow fills rows a short stream
-    lacks with zeros and ignores extra rows, so a header lying about the height decodes to a plausible image."""
+    lacks with zeros and ignores extra rows, so a header lying about the height decodes to a plausible image.
+    One bounded inflate (at most one byte past the size the header allows): about a third of Pillow's own decode
+    time on a full-resolution RSNA PNG."""
     with open(path, "rb") as f:
-        f.seek(8)
-        length, kind = struct.unpack(">I4s", f.read(8))
-        width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", f.read(13))
-        need = _png_stream_size(width, height, depth * _PNG_CHANNELS.get(colour, 1), interlace)
-        got, inflate = 0, zlib.decompressobj()
-        f.seek(8 + 8 + length + 4)
-        while not inflate.eof and got <= need:
-            head = f.read(8)
-            if len(head) < 8:
-                break
-            length, kind = struct.unpack(">I4s", head)
-            data = f.read(length)
-            f.seek(4, 1)  # CRC: Pillow checked it
-            while kind == b"IDAT" and data and got <= need and not inflate.eof:
-                got += len(inflate.decompress(data, 1 << 20))
-                data = inflate.unconsumed_tail
+        data = f.read()
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    need = _png_stream_size(width, height, depth * _PNG_CHANNELS.get(colour, 1), interlace)
+    idat, pos = [], 8
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        if kind == b"IDAT":
+            idat.append(data[pos + 8:pos + 8 + length])
+        elif kind == b"IEND":
+            break
+        pos += 12 + length
+    got = len(zlib.decompressobj().decompress(b"".join(idat), need + 1))
     if got != need:
         rows = "fewer" if got < need else "more"
         raise ImageError(path, f"PNG pixel data holds {rows} rows than its header's {width}x{height} "
