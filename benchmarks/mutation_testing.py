@@ -40,8 +40,8 @@ TARGETS = {
     "edge/retention.py": (["tests/test_metrics.py", "tests/test_runtime.py"], IN_PROCESS),
     "edge/preprocess.py": (["tests/test_preprocess.py", "tests/test_inputs.py", "tests/test_data.py"], None),
     "edge/imaging.py": (["tests/test_inputs.py", "tests/test_preprocess.py", "tests/test_hardening.py"], None),
-    "edge/bundle.py": (["tests/test_runtime.py", "tests/test_export.py"], IN_PROCESS),
-    "edge/runtime.py": (["tests/test_runtime.py"], IN_PROCESS),
+    "edge/bundle.py": (["tests/test_runtime.py", "tests/test_export.py", "tests/test_hardening.py"], IN_PROCESS),
+    "edge/runtime.py": (["tests/test_runtime.py", "tests/test_hardening.py"], IN_PROCESS),
 }
 COPY = ["edge", "models", "export", "quantize", "tests", "pyproject.toml"]
 
