@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ from PIL import Image, ImageDraw, ImageFilter
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge import quality  # noqa: E402
-from edge.bundle import load_bundle, write_bundle_json  # noqa: E402
+from edge.bundle import load_bundle  # noqa: E402
 from edge.imaging import ImageError, load_radiograph  # noqa: E402
 from edge.labels import image_path, read_labels, read_split  # noqa: E402
 
@@ -129,18 +130,40 @@ def fit_orientation(thumbs: np.ndarray, l2: float = 1e-3) -> np.ndarray:
     return minimize(loss, np.zeros(x.shape[2]), jac=True, method="L-BFGS-B", options={"maxiter": 400}).x
 
 
-def validation_scores(data: Path, ids: list[str], model: quality.QualityModel) -> tuple[np.ndarray, dict]:
-    """Each validation image's hand score in the view check() picks, and how often it would turn or invert one."""
-    scores, turned, inverted = [], 0, 0
+def validation_views(data: Path, ids: list[str], orient: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Hand features of each validation image in the view check() picks (turned, inverted), and how often it
+    turns or inverts one: the view depends on the orientation weights only, so every penalty reuses them."""
+    model = quality.QualityModel(orient, np.zeros(1), np.zeros(1), np.ones(1), -np.inf, TURN_P, INVERT_P)
+    feats, turned, inverted = [], 0, 0
     for _, img in ids_images(data, ids):
         medium = quality.cropped_medium(img)
         p = model.views(quality.thumbnail(medium))
-        inv = p[4:].sum() >= model.invert
+        inv = bool(p[4:].sum() >= model.invert)
         ps = p[4:] if inv else p[:4]
         turns = int(np.argmax(ps)) if ps.max() >= model.turn else 0
-        scores.append(model.hand_score(np.rot90(1 - medium if inv else medium, turns)))
+        feats.append(quality.hand_features(np.rot90(1 - medium if inv else medium, turns)))
         turned, inverted = turned + (turns > 0 and not inv), inverted + inv
-    return np.array(scores), {"turned": turned, "inverted": inverted}
+    return np.stack(feats), {"turned": turned, "inverted": inverted}
+
+
+def store(root: Path, key: str, value: dict) -> None:
+    """Set one key of bundle.json, the rest written back as read now (other tools write other keys). The keys
+    fitted tools write ("clinical" from export.calibrate, "quality") keep their number lists on one line each,
+    as export.calibrate writes them; the others keep json.dumps(indent=1) as edge-export writes them."""
+    path = root / "bundle.json"
+    meta = json.loads(path.read_text())
+    meta[key] = value
+    blocks = {k: _compact_lists(json.dumps(meta[k], indent=1)).replace("\n", "\n ") for k in ("clinical", "quality")
+              if k in meta}
+    text = json.dumps({k: f"@{k}@" if k in blocks else v for k, v in meta.items()}, indent=1)
+    for k, block in blocks.items():
+        text = text.replace(f'"@{k}@"', block)
+    path.write_text(text + "\n")
+
+
+def _compact_lists(text: str) -> str:
+    return re.sub(r"\[\s*(-?[\d.eE+-]+(?:,\s*-?[\d.eE+-]+)*)\s*\]",
+                  lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]", text)
 
 
 def fit(bundle_dir: Path, data: Path, n_train: int, n_synthetic: int = 2000, seed: int = 0) -> dict:
@@ -148,19 +171,25 @@ def fit(bundle_dir: Path, data: Path, n_train: int, n_synthetic: int = 2000, see
     split = read_split(bundle.root / "split.json")
     rng = np.random.default_rng(seed)
     train_ids = sorted(rng.choice(split["train"], min(n_train, len(split["train"])), replace=False).tolist())
+    say = lambda text: print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)  # noqa: E731
+    say(f"[1/4] thumbnails and features of {len(train_ids)} training images and {n_synthetic} generated ones")
     thumbs, pos, neg = training_sets(data, train_ids, n_synthetic, rng)
+    say("[2/4] orientation weights")
     orient = fit_orientation(thumbs)
     x = np.concatenate([pos, neg])
     mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
     # The L2 penalty is chosen on validation images alone: their scores set the limit, and the share of negatives
     # made from other validation images (and generated with another seed) that falls below it picks the penalty.
     val_ids = split["val"]
+    say(f"[3/4] features of {len(val_ids)} validation images and negatives made from a quarter of them")
     _, _, val_neg = training_sets(data, val_ids[: len(val_ids) // 4], n_synthetic // 4, np.random.default_rng(seed + 1))
+    val_pos, views_taken = validation_views(data, val_ids, orient)
+    y = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
+    say(f"[4/4] the hand classifier at L2 {HAND_L2}")
     tried = {}
     for l2 in HAND_L2:
-        hand = _fit_logistic((x - mean) / std, np.r_[np.ones(len(pos)), np.zeros(len(neg))], l2)
-        model = quality.QualityModel(orient, hand, mean, std, -np.inf, TURN_P, INVERT_P)
-        scores, views_taken = validation_scores(data, val_ids, model)
+        hand = _fit_logistic((x - mean) / std, y, l2)
+        scores = ((val_pos - mean) / std) @ hand[:-1] + hand[-1]
         reject = float(np.quantile(scores, REJECT_QUANTILE))
         caught = float(((((val_neg - mean) / std) @ hand[:-1] + hand[-1]) < reject).mean())
         tried[l2] = (caught, hand, scores, views_taken, reject)
@@ -171,9 +200,7 @@ def fit(bundle_dir: Path, data: Path, n_train: int, n_synthetic: int = 2000, see
                  "l2": l2, "val_negatives_refused": {str(k): round(v[0], 4) for k, v in tried.items()},
                  "command": "python benchmarks/ood_suite.py fit --bundle BUNDLE --data DATA"}
     model = quality.QualityModel(orient, hand, mean, std, reject, TURN_P, INVERT_P, fitted_on)
-    meta = json.loads((bundle.root / "bundle.json").read_text())  # as it is now: other keys may have changed
-    meta["quality"] = model.to_dict()
-    write_bundle_json(bundle.root, meta)
+    store(bundle.root, "quality", model.to_dict())
     return {"reject": round(reject, 3), "val": len(scores), **{k: int(v) for k, v in views_taken.items()},
             "val_score_quantiles": np.quantile(scores, [0.001, 0.002, 0.01, 0.5]).round(2).tolist()}
 
@@ -272,6 +299,9 @@ def measure(bundle_dir: Path, data: Path, mae_images: int, seed: int = 0) -> str
     rng = np.random.default_rng(seed)
     lines = [f"Bundle {bundle.root} (input {side} px), quality model fitted on {model_q.fitted_on if model_q else None}", ""]
 
+    # 0. where the fixed limits sit against the training split (they are constants in edge/quality.py)
+    lines += [*training_limits(data, split["train"]), ""]
+
     # 1. the test split: every refusal is a false rejection
     test = {i: img for i, img in ids_images(data, split["test"])}
     verdicts = {i: check(img) for i, img in test.items()}
@@ -321,8 +351,25 @@ def measure(bundle_dir: Path, data: Path, mae_images: int, seed: int = 0) -> str
 
     # 4. what the corrections do to MAE, and 5. latency
     lines += ["", *mae_effect(BoneAgeModel.load(bundle.root), test, data, split, check, mae_images, rng)]
-    lines += ["", *latency(BoneAgeModel.load(bundle.root), test, data, check)]
+    lines += ["", *latency(bundle.root, data, check)]
     return "\n".join(lines)
+
+
+def training_limits(data: Path, ids: list[str]) -> list[str]:
+    """The training images' lowest brightness, contrast and sharpness (as check() measures them) next to the limits."""
+    hi, span, sharp = [], [], []
+    for _, img in ids_images(data, ids):
+        medium, _ = quality._medium(img)
+        lo99 = np.percentile(medium, [1, 99])
+        hi.append(lo99[1])
+        span.append(lo99[1] - lo99[0])
+        sharp.append(quality.sharpness(quality.cropped_medium(img)))
+    row = lambda name, v, limit: f"| {name} | {np.min(v):.3f} | {np.quantile(v, 0.001):.3f} | {limit} |"  # noqa: E731
+    return [f"## Fixed limits against the training split ({len(ids)} images)", "",
+            "| measure | training minimum | 0.1% quantile | refused below |", "| --- | --- | --- | --- |",
+            row("brightest 1% (99th percentile)", hi, quality.DARK_P99),
+            row("contrast (99th - 1st percentile)", span, quality.FLAT_RANGE),
+            row("sharpness (mean abs Laplacian / std)", sharp, quality.BLUR_MIN)]
 
 
 def mae_effect(model, test: dict, data: Path, split: dict, check, n: int, rng) -> list[str]:
@@ -358,28 +405,29 @@ def mae_effect(model, test: dict, data: Path, split: dict, check, n: int, rng) -
     return out
 
 
-def latency(model, test: dict, data: Path, check, rounds: int = 200) -> list[str]:
-    """The check's time against a batch-1 estimate (decode + preprocess + network) on the same image."""
-    path = image_path(data / "train-299" / "images", next(iter(test)))
-    img = test[path.stem]
-    big = gray(sorted((data / "fullres" / "images").iterdir())[0])
+def latency(bundle_root: Path, data: Path, check, rounds: int = 300) -> list[str]:
+    """Batch-1 predict() of one file with the check and without (interleaved, medians), and check() alone."""
+    from edge.runtime import BoneAgeModel
 
-    def median_ms(fn, k=rounds):
-        t = []
-        for _ in range(k):
-            t0 = time.perf_counter()
-            fn()
-            t.append(time.perf_counter() - t0)
-        return 1000 * float(np.median(t))
-
-    model.predict(path)
-    on, off = median_ms(lambda: check(img)), median_ms(lambda: model.predict(path))
-    big_check = median_ms(lambda: check(big), 20)
-    return ["## Latency (median, this machine)", "",
-            f"check() on a 299 px image: {on:.2f} ms; batch-1 predict() of that file ({model.backend_name} "
-            f"{model.precision}, decode + preprocess + network, check included if the runtime has it): {off:.2f} ms "
-            f"-> the check is {100 * on / off:.1f}% of it.",
-            f"check() on a {big.shape[1]}x{big.shape[0]} full-resolution image: {big_check:.2f} ms."]
+    on, off = BoneAgeModel.load(bundle_root), BoneAgeModel.load(bundle_root, quality_check=False)
+    files = {"a 299 px JPEG (train-299)": image_path(data / "train-299" / "images", "1377"),
+             "a full-resolution PNG (fullres)": sorted((data / "fullres" / "images").iterdir())[0]}
+    out = [f"## Latency (batch 1, {on.backend_name} {on.precision}, medians, interleaved)", "",
+           "| input | predict() with the check | without | added | check() alone |", "| --- | --- | --- | --- | --- |"]
+    for name, path in files.items():
+        img = gray(path)
+        times = {"on": [], "off": [], "check": []}
+        n = rounds if "299" in name else rounds // 10
+        for _ in range(n):
+            for key, fn in (("on", lambda: on.predict(path)), ("off", lambda: off.predict(path)),
+                            ("check", lambda: check(img))):
+                t0 = time.perf_counter()
+                fn()
+                times[key].append(1000 * (time.perf_counter() - t0))
+        m = {k: float(np.median(v)) for k, v in times.items()}
+        out.append(f"| {name} | {m['on']:.2f} ms | {m['off']:.2f} ms | {100 * (m['on'] / m['off'] - 1):+.1f}% | "
+                   f"{m['check']:.2f} ms ({100 * m['check'] / m['off']:.1f}%) |")
+    return out
 
 
 def main(argv=None) -> int:
@@ -389,7 +437,7 @@ def main(argv=None) -> int:
         s = sub.add_parser(name)
         s.add_argument("--bundle", type=Path, default=Path("edge/default_bundle"))
         s.add_argument("--data", type=Path, default=Path("../shared/data/rsna-boneage"))
-    sub.choices["fit"].add_argument("--train-images", type=int, default=4000, help="training ids to fit on")
+    sub.choices["fit"].add_argument("--train-images", type=int, default=3000, help="training ids to fit on")
     sub.choices["measure"].add_argument("--mae-images", type=int, default=300, help="test ids run through the model")
     args = p.parse_args(argv)
     if args.command == "fit":

@@ -108,7 +108,7 @@ def check(img: np.ndarray, model: QualityModel | None, input_side: int) -> Verdi
     corrections = []
     box = frame_box(medium)
     if box is not None:
-        top, bottom, left, right = (round(v * scale) for v in box)
+        top, bottom, left, right = _refine(img, box, scale, _frame_value(medium))
         if min(bottom - top, right - left) < MIN_CONTENT * input_side:
             return Verdict(None, rejection=f"too little of the image is radiograph ({right - left}x{bottom - top} px "
                                            "inside a uniform border)")
@@ -133,7 +133,9 @@ def orientation(medium: np.ndarray, model: QualityModel) -> tuple[int, str]:
     ps = p[4:] if inverted else p[:4]
     turns = int(np.argmax(ps)) if ps.max() >= model.turn else 0
     score = model.hand_score(np.rot90(1 - medium if inverted else medium, turns))
-    if score < model.reject:
+    # Inverted is said only of what reads as a hand once inverted back (P(hand) > 0.5): a photograph can look
+    # "inverted" to the orientation weights, and is refused either way.
+    if score < model.reject or (inverted and score < 0):
         return 0, f"does not look like a whole hand radiograph (score {score:.1f}, limit {model.reject:.1f})"
     if inverted:
         return 0, f"inverted: bone dark, background bright (P {p[4:].sum():.2f})"
@@ -162,11 +164,14 @@ def _intensity_problem(medium: np.ndarray) -> str:
     return ""
 
 
+def _frame_value(medium: np.ndarray) -> float:
+    return float(np.median([medium[0, 0], medium[0, -1], medium[-1, 0], medium[-1, -1]]))
+
+
 def frame_box(medium: np.ndarray) -> tuple[int, int, int, int] | None:
     """(top, bottom, left, right) in `medium` of what lies inside a uniform frame on all four sides, or None."""
     h, w = medium.shape
-    value = float(np.median([medium[0, 0], medium[0, -1], medium[-1, 0], medium[-1, -1]]))
-    off = np.abs(medium - value) > FRAME_TOL
+    off = np.abs(medium - _frame_value(medium)) > FRAME_TOL
     rows, cols = off.mean(axis=1) > FRAME_MARK, off.mean(axis=0) > FRAME_MARK
     if not rows.any() or not cols.any():
         return None
@@ -174,6 +179,27 @@ def frame_box(medium: np.ndarray) -> tuple[int, int, int, int] | None:
     left, right = int(np.argmax(cols)), w - int(np.argmax(cols[::-1]))
     if min(top, h - bottom) < FRAME_MIN * h or min(left, w - right) < FRAME_MIN * w:
         return None
+    return top, bottom, left, right
+
+
+def _refine(img: np.ndarray, box, scale: float, value: float) -> tuple[int, int, int, int]:
+    """The medium image's frame box in full-resolution pixels, each edge found again on the full image's own rows
+    and columns near it (a medium pixel is `scale` full pixels), so a crop gives back the inset image exactly."""
+    unit = 255.0 if img.dtype == np.uint8 else 1.0
+    reach = int(np.ceil(scale)) + 1
+
+    def first_inside(lines, start: int, stop: int, step: int) -> int:
+        for i in range(start, stop, step):
+            if (np.abs(lines[i] / unit - value) > FRAME_TOL).mean() > FRAME_MARK:
+                return i
+        return stop - step
+
+    h, w = img.shape
+    top, bottom, left, right = (round(v * scale) for v in box)
+    top = first_inside(img, max(0, top - reach), min(h, top + reach), 1)
+    bottom = first_inside(img, min(h - 1, bottom + reach), max(top, bottom - reach - 1), -1) + 1
+    left = first_inside(img.T, max(0, left - reach), min(w, left + reach), 1)
+    right = first_inside(img.T, min(w - 1, right + reach), max(left, right - reach - 1), -1) + 1
     return top, bottom, left, right
 
 
