@@ -156,9 +156,10 @@ def test_bundle_of_a_mean_of_networks_runs_on_every_cpu_backend(members, tmp_pat
         np.testing.assert_allclose(got, want, atol=1e-2)
     report = self_test(bundle)["backends"]
     assert {"onnxruntime/fp32", "openvino/fp32", "onnxruntime/int8"} <= set(report), report
-    # OpenVINO INT8 computes wrongly on some CPUs (tests/test_runtime.py ov_int8_ok); there it must be refused.
-    failed = [name for name, r in report.items() if not r["passed"]]
-    assert failed in ([], ["openvino/int8"]), report
-    if failed:
+    # INT8 can miss its sample bound here (OpenVINO computes wrongly on some CPUs; a phantom INT8 model is noisy:
+    # tests/test_runtime.py accepted): what the self-test fails, load() must refuse, and FP32 passes everywhere.
+    assert report["onnxruntime/fp32"]["passed"] and report["openvino/fp32"]["passed"], report
+    for name in (n for n, r in report.items() if not r["passed"]):
+        backend, precision = name.split("/")
         with pytest.raises(BackendUnavailable, match="gives wrong outputs on this machine"):
-            BoneAgeModel.load(bundle, backend="openvino", precision="int8")
+            BoneAgeModel.load(bundle, backend=backend, precision=precision)

@@ -12,6 +12,7 @@ import torch
 pytest.importorskip("nncf")
 pytest.importorskip("torch_pruning")
 
+from conftest import PHANTOM_VAL_N, scaled_gate  # noqa: E402
 from edge.config import ModelConfig  # noqa: E402
 from edge.retention import Thresholds, thresholds_from  # noqa: E402
 from models.checkpoint import load_model, save_weights, with_config  # noqa: E402
@@ -23,13 +24,7 @@ from quantize.structured import check_consistent, prune_structured  # noqa: E402
 from quantize.unstructured import bake, prune_unstructured, sparsity  # noqa: E402
 
 CALIBRATION = 96  # images: enough for stable ranges on phantoms, and quick
-# The gate's defaults (+0.25 months MAE, -1 point accuracy, -0.01 AUC) are sized for a well-trained RSNA
-# network. The phantom network is far noisier: its sex output is at chance (so every flip among ~120
-# validation images is a coin toss of 0.84 points), and a sound INT8 copy moves its MAE by a few tenths
-# of a month either way. Verdicts are asserted against these thresholds instead, which a sound model
-# meets by a wide margin and a damaged one misses by a wider one.
-# Its tenths by age hold ~12 validation images each, so the per-band check is loosened as much.
-PHANTOM_GATE = Thresholds(max_mae_increase=2.0, max_accuracy_drop=0.05, max_auc_drop=0.05, max_band_mae_increase=8.0)
+PHANTOM_GATE = scaled_gate(PHANTOM_VAL_N)  # the default gate scaled to 119 validation images (conftest)
 
 
 @dataclass
@@ -62,6 +57,7 @@ def run(phantom_run) -> Run:
 
 @pytest.fixture(scope="module")
 def gate(run) -> RetentionGate:
+    assert len(run.val) == PHANTOM_VAL_N, "PHANTOM_GATE is scaled to this many validation images (conftest)"
     return RetentionGate(run.parent, run.x_val, run.val, PHANTOM_GATE)
 
 
@@ -202,8 +198,12 @@ def test_qat_trains_and_round_trips(run, gate, tmp_path):
     model = quantize_qat(run.parent, run.x_calib, run.x_train[:n], run.train.age[:n], run.train.male[:n],
                          epochs=1, progress=False)
     assert not torch.equal(model.age_head.weight, run.parent.age_head.weight)  # it did train
-    # QAT trains, so it moves further from the parent than PTQ (measured 6-9 months p95), not arbitrarily.
-    assert gate(model)["agreement"]["p95_abs_months"] < 20.0
+    # One epoch on 128 images moves the model (measured: MAE +0.45 months, p95 |d| 4.0), not arbitrarily: the gate's
+    # overall MAE bound and PTQ's agreement bound. Its worst tenth by age (12 images) and its sex accuracy (at chance
+    # on phantoms) swing run to run (+2.8 / +5.0 months, +0.025 / -0.050): edge-quantize's gate judges those.
+    verdict = gate(model)
+    assert verdict["delta"]["mae"] <= PHANTOM_GATE.max_mae_increase, verdict["delta"]
+    assert verdict["agreement"]["p95_abs_months"] < 10.0
     save_compressed(tmp_path / "qat.pt", model, run.cfg, {})
     loaded, _, _ = load_compressed(tmp_path / "qat.pt")
     for a, b in zip(_outputs(loaded, run.x_val[:8]), _outputs(model, run.x_val[:8])):
@@ -296,13 +296,13 @@ def test_edge_export_ships_both_compressed_models_end_to_end(run, tmp_path):
     # ONNX Runtime INT8 runs the signed model (edge-quantize's, not a PTQ made in export): on the bundle's own
     # samples it reproduces that torch model within the round trip's bound (test_compressed_round_trip_to_onnx_runtime).
     signed_net, cfg, _ = load_compressed(signed / "compressed.pt")
-    model = BoneAgeModel.load(bundle, backend="onnxruntime", precision="int8")
+    model = BoneAgeModel.load(bundle, backend="onnxruntime", precision="int8", check=False)
     x = np.stack([_pre(p, cfg) for p in samples])
     want = _outputs(signed_net, x)[0].numpy() * cfg.age_std + cfg.age_mean
     assert np.abs(model.run_arrays(x)[0] - want).max() < 3.0
     try:
         assert BoneAgeModel.load(bundle, backend="openvino", precision="int8").backend_name == "openvino"
-    except BackendUnavailable as e:  # refused where OpenVINO's INT8 computes wrongly (test_runtime.ov_int8_ok)
+    except BackendUnavailable as e:  # refused where OpenVINO's INT8 computes wrongly (test_runtime.accepted)
         assert "gives wrong outputs on this machine" in str(e)
 
 

@@ -17,8 +17,8 @@ from edge.backends import BackendUnavailable
 from edge.bundle import BundleError, load_bundle
 from edge.preprocess import preprocess
 from edge.runtime import BoneAgeModel, Failure, Prediction
-from edge.reference import TOLERANCE as SELF_TEST_TOL
-from conftest import TINY_N, cpu_has_int8_dot_product
+from edge.reference import TOLERANCE as SELF_TEST_TOL, compare, reference_samples
+from conftest import TINY_N, cpu_has_int8_dot_product, scaled_gate
 from imaging_fixtures import bad_files, write_png16
 from tiny_bundle import SEX_SHIFT, reference_outputs
 
@@ -33,17 +33,22 @@ def _torch_outputs(net, x):
 
 
 @pytest.fixture(scope="module")
-def ov_int8_ok(phantom_bundle) -> bool:
-    """Whether OpenVINO INT8 passes the load-time self-test on this machine. OpenVINO 2026.4.1 ran our INT8 IRs
-    right on the VNNI machines of sessions 1-2, wrong on an AVX2-only EPYC (sessions 3-8) and on an AVX-512 VNNI
-    EPYC (session 9): no CPU flag predicts it, so the tests ask the runtime, and check that it is never served
-    wrong rather than that it works."""
-    try:
-        BoneAgeModel.load(phantom_bundle, backend="openvino", precision="int8")
-        return True
-    except BackendUnavailable as e:
-        assert "gives wrong outputs on this machine" in str(e), e
-        return False
+def accepted(phantom_bundle) -> dict[str, bool]:
+    """'backend/precision' -> whether load() accepts it on this machine (its stored-sample self-test). OpenVINO
+    2026.4.1 ran our INT8 IRs right on some CPUs and wrong on others (an AVX2-only and an AVX-512 VNNI EPYC): no
+    CPU flag predicts it. And the phantom model is noisy: with no gate record, INT8 is held to 5 months on a
+    sample (edge.reference), which the ONNX Runtime INT8 of one export missed by 1.9. So the tests ask the
+    runtime, and check that what it refuses is never served, and that every other surface agrees with it."""
+    out = {}
+    for backend, precision in load_bundle(phantom_bundle).available():
+        try:
+            BoneAgeModel.load(phantom_bundle, backend=backend, precision=precision)
+            out[f"{backend}/{precision}"] = True
+        except BackendUnavailable as e:
+            assert "gives wrong outputs on this machine" in str(e), e
+            out[f"{backend}/{precision}"] = False
+    assert out["openvino/fp32"] and out["onnxruntime/fp32"]  # FP32 is right everywhere
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -75,38 +80,47 @@ def test_fp32_backends_agree_with_torch(phantom_bundle, phantom_fp32, images, ba
 
 @slow
 @pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
-def test_int8_backends_stay_close_to_fp32(phantom_bundle, images, backend, ov_int8_ok):
+def test_int8_backends_keep_the_fp32_accuracy(phantom_bundle, phantom_run, phantom_data, backend, accepted):
+    # What the bundle promises of its INT8 model: the retention gate against FP32 on the same images, here the
+    # phantom validation split with the default thresholds scaled to its size (conftest.scaled_gate).
+    from edge.labels import read_labels, read_split
+    from edge.retention import retention
+
+    val = read_labels(phantom_data).subset(read_split(phantom_run / "split.json")["val"])
     fp32 = BoneAgeModel.load(phantom_bundle, backend=backend, precision="fp32")
-    if backend == "openvino" and not ov_int8_ok:
-        # Known wrong on some CPUs (see ov_int8_ok): what must hold is that it is never served.
-        with pytest.raises(BackendUnavailable, match="gives wrong outputs on this machine"):
-            BoneAgeModel.load(phantom_bundle, backend=backend, precision="int8")
-        pytest.skip("OpenVINO INT8 is refused on this CPU: checked that load() refuses it")
-    int8 = BoneAgeModel.load(phantom_bundle, backend=backend, precision="int8")
-    x = np.stack([preprocess(p, fp32.spec) for p in images])
+    x = np.stack([preprocess(p, fp32.spec) for p in val.paths()])
+    int8 = BoneAgeModel.load(phantom_bundle, backend=backend, precision="int8", check=False)  # as edge-verify
+    if not accepted[f"{backend}/int8"]:
+        # Refused at load (see accepted): the refusal must be right, its outputs really off the stored reference.
+        ref_x, want = reference_samples(load_bundle(phantom_bundle))
+        assert not compare(int8.run_outputs(ref_x), want, "int8")["passed"]
+        if backend == "openvino":
+            return  # computed wrongly on this CPU: its accuracy means nothing
     (a32, p32), (a8, p8) = fp32.run_arrays(x), int8.run_arrays(x)
-    # Stated INT8 tolerance: mean |d| under 4 months, every image within the self-test's bound, and the
-    # INT8 outputs still rank the images like FP32 (on real data the gate measured p95 |d| 5.8 months).
-    d = np.abs(a8 - a32)
-    assert d.mean() < 4.0 and d.max() < SELF_TEST_TOL["int8"][0]
-    assert np.max(np.abs(p8 - p32)) < SELF_TEST_TOL["int8"][1]
-    assert np.corrcoef(a8, a32)[0, 1] > 0.99
+    verdict = retention(val.age, val.male, a32, p32, a8, p8, scaled_gate(len(val)))
+    assert verdict["passed"], verdict["failures"]
+    assert verdict["agreement"]["p95_abs_months"] < 10.0  # as edge-quantize's PTQ (test_quantize; measured 2.6)
     assert not np.allclose(a8, a32, atol=1e-4)  # it really is another (quantized) model
 
 
 @slow
-def test_auto_picks_an_installed_backend_and_predicts(phantom_bundle, images, ov_int8_ok):
+def test_auto_picks_an_installed_backend_and_predicts(phantom_bundle, images, accepted):
     # INT8 is the default only where it is faster: OpenVINO on a VNNI/AMX CPU, if its INT8 is right here;
     # otherwise OpenVINO FP32 (ONNX Runtime INT8 is slower than either FP32).
     model = BoneAgeModel.load(phantom_bundle)
     assert model.backend_name == "openvino"
-    assert model.precision == ("int8" if cpu_has_int8_dot_product() and ov_int8_ok else "fp32")
+    assert model.precision == ("int8" if cpu_has_int8_dot_product() and accepted["openvino/int8"] else "fp32")
     r = model.predict(images[0])
     assert isinstance(r, Prediction) and 0 < r.bone_age_months < 300 and 0 <= r.p_male <= 1
     assert r.sex in ("male", "female") and r.precision == model.precision
-    # INT8 asked for: the first of AUTO_ORDER that runs it right here.
+    # INT8 asked for: the first of AUTO_ORDER that runs it right here, or a one-line refusal when none does.
+    runs_int8 = [b for b in ("openvino", "onnxruntime") if accepted[f"{b}/int8"]]
+    if not runs_int8:
+        with pytest.raises(BackendUnavailable, match="no backend can run int8"):
+            BoneAgeModel.load(phantom_bundle, precision="int8")
+        return
     int8 = BoneAgeModel.load(phantom_bundle, precision="int8")
-    assert int8.backend_name == ("openvino" if ov_int8_ok else "onnxruntime")
+    assert int8.backend_name == runs_int8[0]
     assert int8.predict(images[0]).precision == "int8"
 
 
@@ -257,12 +271,13 @@ def test_edge_infer_bad_bundle_is_one_line(tmp_path, timages):
 
 
 @slow
-def test_edge_verify_self_test_on_the_trained_phantom(phantom_bundle, ov_int8_ok):
+def test_edge_verify_self_test_on_the_trained_phantom(phantom_bundle, accepted):
+    # edge-verify's verdict per backend is what load() decides: a backend it passes is served, one it fails is not.
     out = _cli("verify", "--bundle", str(phantom_bundle), "--json")
-    assert out.returncode == (0 if ov_int8_ok else 1), out.stdout + out.stderr
+    assert out.returncode == (0 if all(accepted.values()) else 1), out.stdout + out.stderr
     r = json.loads(out.stdout)
     assert set(r["backends"]) == {"openvino/fp32", "openvino/int8", "onnxruntime/fp32", "onnxruntime/int8"}
-    assert [k for k, v in r["backends"].items() if not v["passed"]] == ([] if ov_int8_ok else ["openvino/int8"])
+    assert {k: v["passed"] for k, v in r["backends"].items()} == accepted
     assert r["backends"]["onnxruntime/fp32"]["max_abs_months"] < SELF_TEST_TOL["fp32"][0]
 
 
@@ -327,7 +342,7 @@ def test_edge_verify_fails_a_backend_that_lost_accuracy(tiny_bundle_damaged, tin
 
 
 @slow
-def test_edge_bench_json(phantom_bundle, tmp_path, ov_int8_ok):
+def test_edge_bench_json(phantom_bundle, tmp_path, accepted):
     plot = tmp_path / "bench.png"
     out = _cli("bench", "--bundle", str(phantom_bundle), "--rounds", "3", "--batch", "1,2", "--json",
                "--plot", str(plot))
@@ -339,9 +354,8 @@ def test_edge_bench_json(phantom_bundle, tmp_path, ov_int8_ok):
         assert {"backend", "precision", "p50_ms", "p95_ms", "throughput_ips", "load_s", "rss_mb", "size_mb",
                 "self_test"} <= set(r)
         assert r["p50_ms"] > 0 and r["size_mb"] > 0 and r["rss_mb"] > 0 and r["load_s"] > 0
-        # Where a user's load refuses OpenVINO INT8, the table says so beside its timing.
-        refused = (r["backend"], r["precision"]) == ("openvino", "int8") and not ov_int8_ok
-        want = "-" if r["backend"] == "torch" else "FAIL" if refused else "PASS"
+        # Where a user's load refuses a backend, the table says so beside its timing.
+        want = "-" if r["backend"] == "torch" else "PASS" if accepted[f"{r['backend']}/{r['precision']}"] else "FAIL"
         assert r["self_test"].startswith(want), r
     assert plot.stat().st_size > 1000
 
@@ -378,6 +392,36 @@ def test_sex_for_a_model_without_sex_heads_is_refused(tiny_bundle, tmp_path):
     assert model.predict(sample).given_sex == ""
     with pytest.raises(ValueError, match="no age head per sex"):
         model.predict(sample, sex="F")
+
+
+def test_sex_warning_fires_at_the_stated_confidence():
+    from edge.runtime import SEX_DISAGREES, _sex_warning, parse_sex, sex_disagrees
+
+    assert SEX_DISAGREES == 0.9
+    assert _sex_warning("female", 0.9) == ("given sex female, but the image reads as male (P(male) 0.90): check that "
+                                           "the file is this patient's")
+    assert _sex_warning("female", 0.8999) == "" and _sex_warning("male", 0.1001) == ""
+    assert _sex_warning("male", 0.0999).startswith("given sex male, but the image reads as female (P(male) 0.10)")
+    np.testing.assert_array_equal(sex_disagrees([True, False, True, False], [0.05, 0.95, 0.5, 0.5]),
+                                  [True, True, False, False])
+    assert [parse_sex(v) for v in ("F", " m ", "Female", "MALE", "", " ", None)] == [
+        "female", "male", "female", "male", "", "", ""]
+    with pytest.raises(ValueError, match=r"sex 'x': give F or M \(or leave it out\)"):
+        parse_sex("x")
+
+
+def test_arrays_are_named_by_position_and_a_bad_one_fails_alone(tiny_bundle, timages):
+    from PIL import Image
+
+    model = BoneAgeModel.load(tiny_bundle, backend="onnxruntime", precision="fp32")
+    arr = np.asarray(Image.open(timages[0]))
+    results = model.predict_many([arr, np.zeros((8, 8, 2)), arr], batch_size=2)
+    assert [r.file for r in results] == ["<array 0>", "<array 1>", "<array 2>"]
+    assert isinstance(results[1], Failure) and "2-D grayscale" in results[1].error
+    want = model.predict(timages[0]).bone_age_months  # an 8-bit array is read like its file
+    assert results[0].bone_age_months == pytest.approx(want, rel=1e-6) == results[2].bone_age_months
+    assert results[0].to_dict()["file"] == "<array 0>"
+    assert {"file": "<array 1>", "error": results[1].error}.items() <= results[1].to_dict().items()
 
 
 def test_a_given_sex_the_image_contradicts_is_flagged():
