@@ -31,7 +31,7 @@ from edge.labels import image_path, read_labels, read_split  # noqa: E402
 
 TURN_P, INVERT_P = 0.9, 0.9  # view probabilities that turn an image back / refuse it as inverted
 HAND_L2 = (1e-3, 1e-2, 1e-1)  # the hand classifier's L2 penalties tried; the one that refuses most validation negatives
-REJECT_QUANTILE = 0.002  # the hand score limit: this quantile of the validation images' scores
+REJECT_QUANTILE = 0.004  # the hand score limit: this quantile of the validation images' scores
 
 
 def gray(path) -> np.ndarray:
@@ -238,7 +238,8 @@ def transforms(img: np.ndarray, rng) -> dict[str, tuple[np.ndarray, str]]:
         "inset in a wide border (2x canvas)": (inset(img, int(rng.integers(60, 200))), "crop"),
         "inset small (1/5 of a 299 px canvas)": (inset(img, int(rng.integers(60, 200)), 0.2, 5.0), "reject"),
         "underexposed (x 0.05)": ((f * 0.05).astype(np.uint8), "reject"),
-        "flat (contrast x 0.08)": ((110 + f * 0.08).astype(np.uint8), "reject"),
+        "flat (contrast x 0.08: inside the training range)": ((110 + f * 0.08).astype(np.uint8), "reject"),
+        "flat (contrast x 0.03: below the training minimum)": ((120 + f * 0.03).astype(np.uint8), "reject"),
     }
 
 
@@ -369,7 +370,9 @@ def training_limits(data: Path, ids: list[str]) -> list[str]:
             "| measure | training minimum | 0.1% quantile | refused below |", "| --- | --- | --- | --- |",
             row("brightest 1% (99th percentile)", hi, quality.DARK_P99),
             row("contrast (99th - 1st percentile)", span, quality.FLAT_RANGE),
-            row("sharpness (mean abs Laplacian / std)", sharp, quality.BLUR_MIN)]
+            row("sharpness (mean abs Laplacian / std)", sharp, quality.BLUR_MIN),
+            f"| sharpness, training maximum | {np.max(sharp):.3f} (99.9%: {np.quantile(sharp, 0.999):.3f}) | | "
+            f"refused above {quality.NOISE_MAX} |"]
 
 
 def mae_effect(model, test: dict, data: Path, split: dict, check, n: int, rng) -> list[str]:

@@ -32,6 +32,7 @@ MIN_CONTENT = 0.25  # the radiograph inside a frame must have at least this frac
 DARK_P99 = 0.07  # the brightest 1% of the image below this (of full scale): too dark (training minimum 0.12)
 FLAT_RANGE = 0.035  # 99th - 1st percentile below this: too flat (training minimum 0.06)
 BLUR_MIN = 0.055  # sharpness() below this: too blurred (training minimum 0.07)
+NOISE_MAX = 1.0  # sharpness() above this: noise, not a radiograph (training maximum 0.62)
 HOG_CELLS, HOG_BINS, HIST_BINS = 4, 8, 16
 ORIENTATIONS = {0: "", 1: "rotated 90 degrees clockwise", 2: "rotated 180 degrees", 3: "rotated 90 degrees anticlockwise"}
 
@@ -114,8 +115,11 @@ def check(img: np.ndarray, model: QualityModel | None, input_side: int) -> Verdi
                                            "inside a uniform border)")
         img, medium = img[top:bottom, left:right], medium[box[0]:box[1], box[2]:box[3]]
         corrections.append(f"cropped a uniform border (kept {img.shape[1]}x{img.shape[0]} px)")
-    if sharpness(medium) < BLUR_MIN:
+    sharp = sharpness(medium)
+    if sharp < BLUR_MIN:
         return Verdict(None, rejection="too blurred to read the bones")
+    if sharp > NOISE_MAX:
+        return Verdict(None, rejection=f"noise, not a radiograph (fine detail {sharp:.1f}, radiographs at most {NOISE_MAX})")
     if model is not None:
         turns, reason = orientation(medium, model)
         if reason:
@@ -134,8 +138,9 @@ def orientation(medium: np.ndarray, model: QualityModel) -> tuple[int, str]:
     turns = int(np.argmax(ps)) if ps.max() >= model.turn else 0
     score = model.hand_score(np.rot90(1 - medium if inverted else medium, turns))
     # Inverted is said only of what reads as a hand once inverted back (P(hand) > 0.5): a photograph can look
-    # "inverted" to the orientation weights, and is refused either way.
-    if score < model.reject or (inverted and score < 0):
+    # "inverted" to the orientation weights, and is refused either way. A turn is made only when the turned image
+    # reads as a hand just as surely (measured: it refuses the bundled DICOM images that would have been turned).
+    if score < model.reject or ((inverted or turns) and score < 0):
         return 0, f"does not look like a whole hand radiograph (score {score:.1f}, limit {model.reject:.1f})"
     if inverted:
         return 0, f"inverted: bone dark, background bright (P {p[4:].sum():.2f})"

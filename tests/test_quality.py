@@ -69,6 +69,11 @@ def test_each_intensity_and_blur_refusal(make, reason):
     assert not v.accepted and v.image is None and v.rejection.startswith(reason) and "\n" not in v.rejection
 
 
+def test_noise_is_refused_without_a_fitted_model():
+    v = quality.check(np.random.default_rng(0).integers(0, 256, (299, 299), dtype=np.uint8), None, SIDE)
+    assert not v.accepted and v.rejection.startswith("noise, not a radiograph")
+
+
 def test_a_uniform_border_is_cropped_back_to_the_radiograph():
     img = phantom(160)
     v = quality.check(inset(img, 150), None, 100)
