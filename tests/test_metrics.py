@@ -303,9 +303,12 @@ def test_format_table_exact_layout():
     assert lines[1] == f"{'mae':<10}{'1.235 [1.000, 1.500]':>24}"
     assert lines[2] == f"{'mse':<10}{'2.500 [2.0, 3.0]':>24}"
     assert lines[8] == f"{'kappa_p':<10}{'0.000123':>24}" and lines[9] == f"{'n':<10}{'4':>24}"
-    assert len(lines) == 10
+    assert lines[5] == f"{'accuracy':<10}{'0.750':>24}" and len(lines) == 10
+    assert [line.split()[0] for line in lines[1:]] == ["mae", "mse", "rmse", "icc", "accuracy", "auc", "kappa",
+                                                       "kappa_p", "n"]
     with_paper = metrics.format_table({"m": {"mae": 1.0}}).splitlines()
-    assert with_paper[0].endswith(f"{'paper':>24}") and with_paper[1] == f"{'mae':<10}{'1.000':>24}{'3.100':>24}"
+    assert with_paper[0] == f"{'metric':<10}{'m':>24}{'paper':>24}"
+    assert with_paper[1] == f"{'mae':<10}{'1.000':>24}{'3.100':>24}"
     assert with_paper[2] == f"{'mse':<10}{'-':>24}{'25.000':>24}"
 
 
