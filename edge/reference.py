@@ -32,9 +32,11 @@ def reference_samples(bundle) -> tuple[np.ndarray, dict[str, np.ndarray]] | None
     samples = bundle.meta.get("samples", [])
     if not samples:
         return None
+    names = [n for n in OUTPUTS if n in samples[0]]
+    if not {"bone_age_months", "p_male"} <= set(names):
+        raise BundleError(f"{bundle.root}: bundle.json samples lack stored bone_age_months or p_male outputs")
     try:
         x = np.stack([preprocess_sample(bundle, s["file"]) for s in samples])
-        names = [n for n in OUTPUTS if n in samples[0]]
         return x, {n: np.array([s[n] for s in samples], dtype=np.float32) for n in names}
     except (KeyError, TypeError, ValueError) as e:
         raise BundleError(f"{bundle.root}: bundle.json samples are unusable ({e})") from None

@@ -291,6 +291,8 @@ MALFORMED = {
     "unlisted OpenVINO .bin": (lambda m: m.update(artifacts=[a for a in m["artifacts"] if not a["path"].endswith(".bin")]),
                                "not listed in bundle.json"),
     "no samples": (lambda m: m.update(samples=[]), "stores no sample outputs"),
+    "a sample without its outputs": (lambda m: m["samples"][0].clear() or m["samples"][0].update(file="samples/x.png"),
+                                     "samples lack stored"),
 }
 
 
