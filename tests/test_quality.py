@@ -152,6 +152,14 @@ def test_a_natural_photograph_is_refused(fitted):
     assert not v.accepted and v.rejection.startswith("does not look like a whole hand radiograph")
 
 
+def test_the_fast_view_scores_equal_the_eight_views_the_weights_were_fitted_on(fitted):
+    for thumb in (quality.thumbnail(quality.cropped_medium(sample(1))),
+                  np.random.default_rng(0).standard_normal((quality.THUMB, quality.THUMB)).astype(np.float32)):
+        logits = quality.views(thumb) @ fitted.orient
+        want = np.exp(logits - logits.max())
+        np.testing.assert_allclose(fitted.views(thumb), want / want.sum(), atol=1e-6)
+
+
 def test_the_bundle_model_round_trips(fitted):
     again = quality.QualityModel.from_dict(json.loads(json.dumps(fitted.to_dict())))
     thumb = quality.thumbnail(quality.cropped_medium(sample(0)))
