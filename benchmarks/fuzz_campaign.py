@@ -95,10 +95,7 @@ def _lie(fmt: str, data: bytes, rng: random.Random, huge: bool) -> bytes:
             return png_with_size(data, rng.choice((10000, 30000, 65535)), rng.choice((10000, 30000, 65535)))
         return png_with_size(data, None, h + rng.choice((-h // 2, -1, 1, 7, h)))  # the width is kept: rows lie
     if fmt == "jpeg":
-        if data.find(b"\xff\xc0") < 0:  # progressive: SOF2
-            data = data.replace(b"\xff\xc2", b"\xff\xc0", 1)
-        i = data.find(b"\xff\xc0")
-        h = struct.unpack(">H", data[i + 5:i + 7])[0]
+        h = Image.open(io.BytesIO(data)).height
         return jpeg_with_size(data, 30000 if huge else None, 30000 if huge else h + rng.choice((8, 16, 64, h)))
     return _dicom_lie(data, rng, huge)
 

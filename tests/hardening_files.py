@@ -35,9 +35,9 @@ def png_with_size(data: bytes, width: int | None = None, height: int | None = No
 
 
 def jpeg_with_size(data: bytes, width: int | None = None, height: int | None = None) -> bytes:
-    """The JPEG with its baseline frame header (SOF0) claiming another size."""
+    """The JPEG with its frame header (SOF0 baseline, SOF1, SOF2 progressive) claiming another size."""
     p = bytearray(data)
-    i = p.find(b"\xff\xc0")
+    i = next(i for i in range(len(p) - 1) if p[i] == 0xFF and p[i + 1] in (0xC0, 0xC1, 0xC2))
     h, w = struct.unpack(">HH", p[i + 5:i + 9])
     p[i + 5:i + 9] = struct.pack(">HH", height or h, width or w)
     return bytes(p)
