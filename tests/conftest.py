@@ -168,24 +168,32 @@ TINY_NOISE = 1.5
 @pytest.fixture(scope="session")
 def tiny_images(tmp_path_factory) -> list[Path]:
     """TINY_N phantom radiographs (PNG, 8-bit), every other one mirrored so the tiny graph reads both sexes; none
-    it reads as P(male) within 0.1 of 0.5, where INT8 rounding could flip the call."""
+    it reads as P(male) within 0.1 of 0.5, where INT8 rounding could flip the call, and each one the runtime's input
+    check (edge.quality) takes as it is, so the graph sees exactly preprocess(file)."""
     import numpy as np
     from PIL import Image
 
     from edge.config import InputSpec
     from edge.preprocess import preprocess
+    from edge.quality import check
     from models.phantoms import render_phantom
     from tiny_bundle import SPEC, reference_outputs
 
     out = tmp_path_factory.mktemp("tiny-images")
     rng = np.random.default_rng(0)
     paths = []
-    for k in range(4 * TINY_N):
+    for k in range(8 * TINY_N):
         img = render_phantom(float(1 + (37 * k) % 228), k % 3 == 0, 96, rng)
+        img = np.fliplr(img).copy() if k % 2 else img
+        verdict = check(img, None, min(SPEC["height"], SPEC["width"]))
+        if verdict.rejection or verdict.corrections:
+            continue
         path = out / f"hand-{len(paths):02d}.png"
-        Image.fromarray(np.fliplr(img).copy() if k % 2 else img).save(path)
+        Image.fromarray(img).save(path)
         if abs(reference_outputs(preprocess(path, InputSpec(**SPEC))[None])["p_male"][0] - 0.5) > 0.1:
             paths.append(path)
+        else:
+            path.unlink()
         if len(paths) == TINY_N:
             return paths
     raise AssertionError("too few phantoms away from P(male) 0.5")
