@@ -96,6 +96,9 @@ def run_one(target: str, args) -> dict:
     _mutmut(work, env, args, "run", "--max-children", "1", *sample)
     status = dict(re.findall(r"^\s*(\S+): (.+)$", _mutmut(work, env, args, "results", "--all", "true").stdout, re.M))
     counts = Counter(status.get(n, "not checked") for n in sample)
+    if counts["not checked"] == len(sample):  # the clean run failed: mutmut ran nothing (a failing selected test)
+        raise SystemExit(f"{target}: no mutant was run; the selected tests must pass on the unmutated code first "
+                         f"(rerun with --keep and see mutmut run in {work})")
     killed = counts["killed"] + counts["timeout"]
     survivors = [n for n in sample if status.get(n) in ("survived", "no tests")]
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -153,6 +153,19 @@ def test_array_inputs_by_type():
         preprocess(np.zeros((80, 80, 2)), spec)
 
 
+def test_pad_to_a_tall_aspect_and_the_fill_from_the_outermost_columns():
+    # 2:1 (height:width) from a 100x10 strip: padded left and right to 50 wide. The border's median comes from
+    # the outer rows and columns: the second column (0.8 here) is image, not border.
+    img = np.full((100, 10), 0.2, np.float32)
+    img[:, -1] = 0.8
+    img[1:-1, 1] = 0.8
+    out = pad_to_aspect(img, 2.0)
+    assert out.shape == (100, 50)
+    np.testing.assert_array_equal(out[:, :20], np.float32(0.2))
+    np.testing.assert_array_equal(out[:, 20:30], img)
+    assert pad_to_aspect(img.T, 2.0).shape == (200, 100)  # a wide image: padded top and bottom
+
+
 def test_pad_of_an_8bit_image_stays_8bit_and_fills_with_the_border_median():
     img = np.full((60, 30), 100, np.uint8)
     img[0, :] = img[-1, :] = 101  # a brighter top and bottom row: the border's median is still 100
