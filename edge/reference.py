@@ -8,9 +8,9 @@ How far INT8 may be from the stored FP32 outputs comes from the retention gate t
 95th percentile of |INT8 - FP32| over the validation images (bundle.json retention.agreement.p95_abs_months; the
 OpenVINO IR has its own, openvino_int8.retention) plus a margin for another CPU's rounding. edge-export stores it
 as self_test.int8_max_abs_months; a bundle without it is derived from its gate record the same way, and a bundle
-without a gate record gets DEFAULT_INT8_MONTHS. Measured on the default bundle (2026-11-30): INT8 samples are 1.1
-(ONNX Runtime) and 1.2 months (OpenVINO) off, bound 4.3 / 3.1; the wrong resize interpolation moves them 4.9-5.8
-months and is refused (the former bound, 25 months, let it through).
+without a gate record gets DEFAULT_INT8_MONTHS. Measured 2026-11-30 (docs/HARDENING.md): the 100 px bundle's INT8
+samples 1.1 / 1.2 months off (ONNX Runtime / OpenVINO), bound 4.3 / 3.1, its wrong resize interpolation 4.9-5.8
+months off and refused (the former bound, 25 months, let it through); the 299 px bundle's 1.9 / 1.8, bound 4.87 / 4.0.
 """
 from __future__ import annotations
 
