@@ -9,6 +9,7 @@ Before the rounds, where the time goes for one image (decode, conversion, resize
     python benchmarks/throughput.py                     # 120 inputs made from $BONEAGE_DATA/fullres (symlinks)
     python benchmarks/throughput.py --rounds 5 --baseline 7bf2d3a --out benchmarks/results/throughput.md
     python benchmarks/throughput.py --ray 1 2           # also edge-infer --ray local with 1 and 2 workers
+    python benchmarks/throughput.py --memory 120 1200   # also peak memory against the number of inputs
 
 The inputs are symlinks in a temporary folder (never in the repository); results go to stdout and --out.
 """
@@ -43,6 +44,8 @@ def parse_args(argv=None):
                    help="also time the new code with these edge-infer flags, e.g. --variant '--batch-size 1'")
     p.add_argument("--ray", type=int, nargs="*", default=[], metavar="WORKERS",
                    help="also time edge-infer --ray local with these numbers of workers")
+    p.add_argument("--memory", type=int, nargs="*", default=[], metavar="N",
+                   help="also the peak memory of edge-infer on folders of these many inputs")
     p.add_argument("--out", type=Path, help="append the markdown tables to this file")
     return p.parse_args(argv)
 
@@ -57,19 +60,27 @@ def main(argv=None) -> int:
         tmp = Path(tmp)
         folder = _replicate(images, args.inputs, tmp / "inputs")
         old_tree = _extract(baseline, tmp / "baseline")
-        lines = [f"## edge-infer throughput, {time.strftime('%Y-%m-%d')}", "", _machine(), "",
-                 f"{args.inputs} inputs ({len(images)} full-resolution PNGs repeated), {args.rounds} interleaved "
-                 f"rounds; baseline: {baseline}; bundle: {args.bundle}", ""]
-        lines += profile(images, args.bundle)
-        lines += rounds(folder, old_tree, args.bundle, args.rounds, args.variant)
+        emit = _writer(args.out)  # each table as soon as it is measured: a later failure keeps the earlier ones
+        emit([f"## edge-infer throughput, {time.strftime('%Y-%m-%d %H:%M')}", "", _machine(), "",
+              f"{args.inputs} inputs ({len(images)} full-resolution PNGs repeated), {args.rounds} interleaved "
+              f"rounds; baseline: {baseline}; bundle: {args.bundle}", ""])
+        emit(profile(images, args.bundle))
+        emit(rounds(folder, old_tree, args.bundle, args.rounds, args.variant))
+        if args.memory:
+            emit(memory(images, args.bundle, args.memory, tmp))
         if args.ray:
-            lines += ray_rounds(folder, args.bundle, args.ray, args.rounds)
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write(text + "\n")
+            emit(ray_rounds(folder, args.bundle, args.ray, args.rounds))
     return 0
+
+
+def _writer(out: Path | None):
+    def emit(lines: list[str]) -> None:
+        text = "\n".join(lines) + "\n"
+        print(text, flush=True)
+        if out:
+            with open(out, "a") as f:
+                f.write(text)
+    return emit
 
 
 def profile(images: list[Path], bundle: str) -> list[str]:
@@ -121,6 +132,9 @@ def rounds(folder: Path, old_tree: Path, bundle: str, n: int, variants: list[str
                 len(files) / _infer_seconds(tree, [str(folder), *extra], bundle))
             if not extra:
                 runs.setdefault(f"{name}: start to first result, s", []).append(_first_result(tree, one, bundle))
+        # Opt-in compiled-model cache (edge/backends/openvino_backend.py), filled by the first of these runs.
+        runs.setdefault("new, BONEAGE_OPENVINO_CACHE filled: start to first result, s", []).append(
+            _first_result(ROOT, one, bundle, {"BONEAGE_OPENVINO_CACHE": str(folder.parent / "ov-cache")}))
         decode = len(files) / _decode_only(files, 2)
         runs.setdefault("2 decode-only processes images/s", []).append(decode)
         for name, _, _ in runners:
@@ -145,21 +159,42 @@ def ray_rounds(folder: Path, bundle: str, workers: list[int], n: int) -> list[st
 
 
 def _infer_seconds(tree: Path, inputs: list[str], bundle: str) -> float:
+    return _infer(tree, inputs, bundle)[0]
+
+
+def _infer(tree: Path, inputs: list[str], bundle: str) -> tuple[float, float]:
+    """(wall seconds, peak resident MiB) of one edge-infer process writing CSV to a pipe."""
     cmd = [sys.executable, "-m", "edge.cli.infer", *inputs, "--csv", "-", "--no-progress", "--bundle", bundle]
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, cwd=tree, env=_env(tree), capture_output=True, text=True)
-    seconds = time.perf_counter() - t0
-    if done.returncode not in (0, 1) or "bone_age_months" not in done.stdout:
-        sys.exit(f"throughput: {' '.join(cmd[:4])} in {tree} failed: {done.stderr.strip()[-500:]}")
-    return seconds
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, cwd=tree, env=_env(tree), stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0), err.seek(0)
+        if proc.returncode not in (0, 1) or b"bone_age_months" not in out.read(4096):
+            sys.exit(f"throughput: {' '.join(cmd[:4])} in {tree} failed: {err.read().decode()[-500:]}")
+    return seconds, usage.ru_maxrss / 1024  # Linux: KiB
 
 
-def _first_result(tree: Path, image: str, bundle: str) -> float:
+def memory(images: list[Path], bundle: str, sizes: list[int], tmp: Path) -> list[str]:
+    """Peak memory of edge-infer on folders of growing size: flat if nothing grows with the number of inputs."""
+    rows = ["| inputs | peak resident MiB | images/s |", "| --- | --- | --- |"]
+    for n in sizes:
+        folder = _replicate(images, n, tmp / f"memory-{n}")
+        seconds, mib = _infer(ROOT, [str(folder)], bundle)
+        rows.append(f"| {n} | {mib:.0f} | {n / seconds:.1f} |")
+    return ["### Memory (new code, one process each)", "", *rows, ""]
+
+
+def _first_result(tree: Path, image: str, bundle: str, env: dict | None = None) -> float:
     """Seconds from starting edge-infer on one image to the line with its result on stdout."""
     cmd = [sys.executable, "-m", "edge.cli.infer", image, "--csv", "-", "--no-progress", "--bundle", bundle]
+    if env is not None:  # warm the cache once, outside the timing
+        subprocess.run(cmd, cwd=tree, env=_env(tree) | env, capture_output=True)
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=tree, env=_env(tree), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True)
+    proc = subprocess.Popen(cmd, cwd=tree, env=_env(tree) | (env or {}), stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
     seconds = None
     for line in proc.stdout:
         if Path(image).name in line and seconds is None:
