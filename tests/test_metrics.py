@@ -228,6 +228,9 @@ def test_retention_passes_identical_predictions():
     age, pred, male, p = _fake_predictions()
     r = retention(age, male, pred, p, pred.copy(), p.copy())
     assert r["passed"] and r["failures"] == []
+    assert r["reference"] == r["candidate"] == metrics.point_metrics(age, pred, male, p)
+    assert r["thresholds"] == {"max_mae_increase": 0.25, "max_accuracy_drop": 0.01, "max_auc_drop": 0.01,
+                               "max_band_mae_increase": 1.0}
     assert r["delta"]["mae"] == 0.0 and r["agreement"]["sex_flips"] == 0
     assert r["agreement"]["max_abs_months"] == 0.0
 
