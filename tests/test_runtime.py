@@ -501,3 +501,13 @@ def test_auto_precision_takes_onnxruntime_int8_only_when_nothing_runs_fp32(tiny_
     meta["artifacts"] = [a for a in meta["artifacts"] if a["precision"] != "fp32"]
     (copy / "bundle.json").write_text(json.dumps(meta))
     assert BoneAgeModel.load(copy, backend="onnxruntime").precision == "int8"  # the last resort still runs
+
+
+def test_without_the_input_check_the_estimate_is_the_same_and_says_unchecked(tiny_bundle, timages):
+    checked = BoneAgeModel.load(tiny_bundle, backend="onnxruntime", precision="fp32")
+    unchecked = BoneAgeModel.load(tiny_bundle, backend="onnxruntime", precision="fp32", quality_check=False)
+    a, b = checked.predict(timages[0]), unchecked.predict(timages[0])
+    want = reference_outputs(preprocess(timages[0], checked.spec)[None])["bone_age_months"][0]
+    assert a.bone_age_months == pytest.approx(b.bone_age_months, rel=1e-6) and b.bone_age_months == pytest.approx(
+        want, abs=1e-3)
+    assert (a.status, b.status) == ("ok", "unchecked")
