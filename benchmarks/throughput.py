@@ -6,18 +6,19 @@ One run measures, in interleaved rounds (the machine is shared and noisy: compar
   - seconds from process start to the first result row for one image, new and baseline.
 Before the rounds, where the time goes for one image (decode, conversion, resize + normalise, network).
 
-    python benchmarks/throughput.py                     # 120 inputs made from $BONEAGE_DATA/fullres (symlinks)
+    python benchmarks/throughput.py                     # 120 inputs copied from $BONEAGE_DATA/fullres
     python benchmarks/throughput.py --rounds 5 --baseline 7bf2d3a --out benchmarks/results/throughput.md
     python benchmarks/throughput.py --ray 1 2           # also edge-infer --ray local with 1 and 2 workers
     python benchmarks/throughput.py --memory 120 1200   # also peak memory against the number of inputs
 
-The inputs are symlinks in a temporary folder (never in the repository); results go to stdout and --out.
+The inputs are copies in a temporary folder (never in the repository); results go to stdout and --out.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -35,7 +36,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=os.environ.get("BONEAGE_DATA", ROOT.parent / "shared/data/rsna-boneage"),
                    type=Path, help="RSNA folder with fullres/images (default $BONEAGE_DATA)")
-    p.add_argument("--inputs", type=int, default=120, help="inputs made from the full-resolution files")
+    p.add_argument("--inputs", type=int, default=120, help="inputs copied from the full-resolution files")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--baseline", help="git revision of the code to compare with (default: the parent of the "
                                       "commit that added edge/pipeline.py)")
@@ -172,9 +173,17 @@ def _infer(tree: Path, inputs: list[str], bundle: str) -> tuple[float, float]:
         seconds = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0), err.seek(0)
-        if proc.returncode not in (0, 1) or b"bone_age_months" not in out.read(4096):
-            sys.exit(f"throughput: {' '.join(cmd[:4])} in {tree} failed: {err.read().decode()[-500:]}")
+        rows = out.read().count(b"\n") - 1  # CSV: a header, then one line per input
+        if proc.returncode not in (0, 1) or rows < expected_rows(inputs):
+            sys.exit(f"throughput: {' '.join(cmd[:4])} in {tree} wrote {rows} rows or failed: "
+                     f"{err.read().decode()[-500:]}")
     return seconds, usage.ru_maxrss / 1024  # Linux: KiB
+
+
+def expected_rows(inputs: list[str]) -> int:
+    """Image files the inputs name (a folder: every file in it), so a run that read fewer is an error."""
+    return sum(len(list(Path(i).iterdir())) if Path(i).is_dir() else 1 for i in inputs if not i.startswith("-")
+               and Path(i).exists())
 
 
 def memory(images: list[Path], bundle: str, sizes: list[int], tmp: Path) -> list[str]:
@@ -218,10 +227,11 @@ def _env(tree: Path) -> dict:
 
 
 def _replicate(images: list[Path], n: int, folder: Path) -> Path:
+    """n copies (not links: edge-infer reads a file reached by several links once) in a temporary folder."""
     folder.mkdir(parents=True)
     for k in range(n):
         src = images[k % len(images)]
-        (folder / f"r{k // len(images):02d}_{src.name}").symlink_to(src.resolve())
+        shutil.copyfile(src, folder / f"r{k // len(images):02d}_{src.name}")
     return folder
 
 
