@@ -107,7 +107,7 @@ def test_int8_backends_keep_the_fp32_accuracy(phantom_bundle, phantom_run, phant
 
 @slow
 def test_auto_picks_an_installed_backend_and_predicts(phantom_bundle, images, accepted):
-    # INT8 is the default only where it is faster: OpenVINO on a VNNI/AMX CPU, if its INT8 is right here;
+    # INT8 is the default only where it is faster: OpenVINO on an AVX2/VNNI/AMX CPU, if its INT8 is right here;
     # otherwise OpenVINO FP32 (ONNX Runtime INT8 is slower than either FP32).
     model = BoneAgeModel.load(phantom_bundle)
     assert model.backend_name == "openvino"
