@@ -33,13 +33,14 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "mutation"
 NOT_SLOW = ["-m", "not slow", "-p", "no:cacheprovider", "-q"]
 # The fast tests that exercise each file. CLI tests that run in a subprocess are left out: mutmut maps tests to
-# the functions they call in its own process, so they would only cost time.
+# the functions they call in its own process, so they would only cost time, and one with a cleared environment
+# (test_hardening's no-HOME edge-infer) fails under mutmut's trampolines, which read MUTANT_UNDER_TEST.
 IN_PROCESS = "not edge_infer and not misses_the_stored_outputs"
 TARGETS = {
     "edge/metrics.py": (["tests/test_metrics.py"], None),
     "edge/retention.py": (["tests/test_metrics.py", "tests/test_runtime.py"], IN_PROCESS),
     "edge/preprocess.py": (["tests/test_preprocess.py", "tests/test_inputs.py", "tests/test_data.py"], None),
-    "edge/imaging.py": (["tests/test_inputs.py", "tests/test_preprocess.py", "tests/test_hardening.py"], None),
+    "edge/imaging.py": (["tests/test_inputs.py", "tests/test_preprocess.py", "tests/test_hardening.py"], IN_PROCESS),
     "edge/bundle.py": (["tests/test_runtime.py", "tests/test_export.py", "tests/test_hardening.py"], IN_PROCESS),
     "edge/runtime.py": (["tests/test_runtime.py", "tests/test_hardening.py"], IN_PROCESS),
 }
