@@ -23,7 +23,7 @@ from edge.imaging import ImageError
 from edge.labels import SPLIT_NAMES, Labels, read_labels, read_split
 from edge.preprocess import preprocess
 from edge.progress import Progress
-from edge.reference import compare, reference_samples
+from edge.reference import compare, reference_samples, tolerance
 from edge.retention import Thresholds, retention
 from edge.runtime import BoneAgeModel, sex_disagrees
 
@@ -285,7 +285,8 @@ def self_test_models(bundle, models: dict[str, BoneAgeModel]) -> dict | None:
     x, want = ref
     out = {"samples": len(x), "backends": {}}
     for name, model in models.items():
-        out["backends"][name] = compare(predict_outputs(model, x), want, model.precision)
+        out["backends"][name] = compare(predict_outputs(model, x), want, model.precision,
+                                        tolerance(bundle.meta, model.backend_name, model.precision))  # as load() does
     out["passed"] = bool(out["backends"]) and all(r["passed"] for r in out["backends"].values())
     return out
 

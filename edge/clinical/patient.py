@@ -85,12 +85,11 @@ def parse_dicom_age(text: str) -> float:
 
 def from_dicom(path) -> Patient:
     """Age and sex from a DICOM file's tags (no pixels read). A file that is not DICOM gives Patient()."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
+    from edge.imaging import ImageError, read_dicom_header
 
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, OSError, ValueError, EOFError):
+        ds = read_dicom_header(path)  # bounded for deflated files; any damage is an ImageError
+    except (ImageError, OSError):
         return Patient()  # the image decoder reports an unreadable file in its own words
     sex = {"F": "female", "M": "male"}.get(str(ds.get("PatientSex", "") or "").strip().upper(), "")
     age, source = None, ""
