@@ -121,6 +121,25 @@ def test_bad_file_gives_one_line_naming_the_file(bad, kind, words):
     assert "\n" not in msg
 
 
+def test_blank_image_message(tmp_path):
+    path = write_png8(tmp_path / "blank.png", np.full((64, 64), 128, np.uint8))
+    with pytest.raises(ImageError) as e:
+        load_radiograph(path)
+    assert str(e.value) == f"{path}: image is blank (every pixel has the same value)"
+
+
+def test_glob_character_classes(tmp_path):
+    for n in ("a.png", "b.png", "c.png"):
+        write_png8(tmp_path / n)
+    assert [f for f, _ in expand_inputs([str(tmp_path / "[ab].png")])] == [str(tmp_path / "a.png"),
+                                                                             str(tmp_path / "b.png")]
+    assert [f for f, _ in expand_inputs([str(tmp_path / "[!ab].png")])] == [str(tmp_path / "c.png")]
+    (tmp_path / "sub").mkdir()
+    write_png8(tmp_path / "sub" / "b.png")
+    recursive = [f for f, _ in expand_inputs([str(tmp_path / "**" / "[!a].png")])]  # ** takes its own matcher
+    assert sorted(recursive) == sorted(str(tmp_path / n) for n in ("b.png", "c.png", "sub/b.png"))
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(ImageError, match="no such file"):
         load_radiograph(tmp_path / "absent.png")
