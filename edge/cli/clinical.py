@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from edge.cli.common import arg_type, number_in
+
 
 def add_clinical_args(p: argparse.ArgumentParser, given) -> None:
     """given: infer.py's mutually exclusive group of --sex/--sexes, which --patients joins."""
@@ -18,11 +20,11 @@ def add_clinical_args(p: argparse.ArgumentParser, given) -> None:
                             "(10y3m, 123m, 10.25y), birth_date and study_date (YYYY-MM-DD); matched by path as "
                             "given, else by file name. --sexes is the same with a sex column only")
     g = p.add_argument_group("clinical context (docs/CLINICAL.md)")
-    g.add_argument("--age", metavar="AGE", type=_age,
+    g.add_argument("--age", metavar="AGE", type=arg_type(_age, "age"),
                    help="chronological age for every input (10y3m, 123m or 10.25y): gives the delay (bone age - age) "
                         "and the SDS against Greulich-Pyle's reference. A DICOM file's own PatientBirthDate + "
                         "StudyDate (or PatientAge) is used when no age is given; its PatientSex likewise")
-    g.add_argument("--interval-level", metavar="P", type=_level, default=0.9,
+    g.add_argument("--interval-level", metavar="P", type=number_in(float, 0.5, 0.99, "0.9"), default=0.9,
                    help="coverage of the prediction interval around each bone age (default 0.9)")
     g.add_argument("--heatmap", metavar="DIR",
                    help="write DIR/<name>.heatmap.png: what drove each estimate (occlusion, 145 network passes an "
@@ -33,23 +35,11 @@ def add_clinical_args(p: argparse.ArgumentParser, given) -> None:
 
 
 def _age(text: str) -> str:
-    from edge.clinical.patient import PatientError, parse_age
+    """Checked here so a bad --age is a usage error before any work; the text is parsed again per input."""
+    from edge.clinical.patient import parse_age
 
-    try:
-        parse_age(text)
-    except PatientError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+    parse_age(text)
     return text
-
-
-def _level(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.5 <= value <= 0.99:
-        raise argparse.ArgumentTypeError(f"give a coverage between 0.5 and 0.99, e.g. 0.9; got {value}")
-    return value
 
 
 def with_patients(entries, files: list[str], args):

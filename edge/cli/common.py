@@ -63,3 +63,29 @@ def _one_line(e: BaseException) -> str:
     if isinstance(e, OSError) and e.strerror and e.filename:  # e.g. an output path: "out.csv: Permission denied"
         return f"{e.filename}: {e.strerror}"
     return " ".join(str(e).split()) or type(e).__name__
+
+
+def arg_type(parse, name: str | None = None):
+    """An argparse `type` from a parser that raises ValueError: its message becomes argparse's one-line usage
+    error (never a traceback). The parser's return value is the argument's value."""
+    def convert(text: str):
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    convert.__name__ = name or getattr(parse, "__name__", "value")  # argparse names the type in its messages
+    return convert
+
+
+def number_in(kind, low, high=None, example: str = ""):
+    """An argparse `type`: a number of `kind` (int or float) at least `low` (and at most `high`)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a {'whole number' if kind is int else 'number'}") from None
+        if value < low or (high is not None and value > high):
+            span = f"at least {low}" if high is None else f"between {low} and {high}"
+            raise ValueError(f"give a value {span}{', e.g. ' + example if example else ''}; got {value}")
+        return value
+    return arg_type(parse, kind.__name__)

@@ -8,14 +8,14 @@ import argparse
 import sys
 
 from edge.cli.clinical import add_clinical_args, in_context, with_patients
-from edge.cli.common import Progress, add_model_args, run_cli
+from edge.cli.common import Progress, add_model_args, arg_type, number_in, run_cli
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="edge-infer", description=__doc__.splitlines()[0])
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     add_model_args(p)
     given = p.add_mutually_exclusive_group()
-    given.add_argument("--sex", type=_sex, metavar="F|M",
+    given.add_argument("--sex", type=arg_type(_sex, "sex"), metavar="F|M",
                        help="the patient's sex, for every input: bone age is then read against that sex (bone age "
                             "standards are sex-specific); without it the network's sex-blind estimate is given")
     given.add_argument("--sexes", metavar="CSV",
@@ -33,7 +33,7 @@ def parse_args(argv=None):
     out.add_argument("--resume", action="store_true",
                      help="continue an interrupted run: skip the inputs already in the --csv/--jsonl FILE and "
                           "append the rest (a missing FILE starts afresh)")
-    p.add_argument("--batch-size", type=_positive, default=1, metavar="N",
+    p.add_argument("--batch-size", type=number_in(int, 1), default=1, metavar="N",
                    help="images per call to the runtime (default 1); larger compiles another model at start (OpenVINO) "
                         "and uses more memory, and paid only for small inputs on an idle CPU (docs/THROUGHPUT.md)")
     p.add_argument("--no-progress", action="store_true",
@@ -50,7 +50,7 @@ def parse_args(argv=None):
                      help="run on a Ray cluster through Ray Data, one loaded model per worker: 'local' starts one on "
                           "this machine (127.0.0.1), else a cluster address such as auto or HOST:6379; every worker "
                           "reads the inputs at the paths given and the bundle at the same path (or its own default)")
-    ray.add_argument("--ray-workers", type=_positive, default=1, metavar="N", help="Ray workers (default 1)")
+    ray.add_argument("--ray-workers", type=number_in(int, 1), default=1, metavar="N", help="Ray workers (default 1)")
     ray.add_argument("--ray-cpus", type=float, default=1.0, metavar="C",
                      help="CPUs Ray reserves for each worker, also its runtime's threads (default 1)")
     args = p.parse_args(argv)
@@ -69,23 +69,10 @@ def parse_args(argv=None):
     return args
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _sex(text: str) -> str:
     from edge.runtime import parse_sex
 
-    try:
-        return parse_sex(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+    return parse_sex(text)
 
 
 def _main(argv=None) -> int:
