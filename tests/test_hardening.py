@@ -24,7 +24,7 @@ from imaging_fixtures import dicom_pixels, phantom, write_dicom
 
 from edge.backends import BackendUnavailable
 from edge.bundle import BundleError, load_bundle, sha256_file
-from edge.imaging import MAX_PIXELS, ImageError, expand_inputs, load_radiograph
+from edge.imaging import MAX_PIXELS, ImageError, decode_radiograph, expand_inputs, load_radiograph
 from edge.reference import derive_int8_tolerances, tolerance
 from edge.runtime import BackendFailure, BoneAgeModel, Failure, default_bundle_path
 
@@ -145,10 +145,18 @@ def test_deflated_dicom_bomb_is_refused_with_bounded_memory(tmp_path):
 
 def test_headers_that_lie_about_the_size_are_refused(tmp_path):
     tall, short = tmp_path / "tall.png", tmp_path / "short.png"
-    tall.write_bytes(png_with_size(png_bytes(), height=180))  # IHDR 128x180 over 128 rows of data, CRC fixed
-    short.write_bytes(png_with_size(png_bytes(), height=100))
+    # `lit` has no zero pixel, so no row of it decodes blank; `dark_row` has a blank row 99.
+    lit = np.clip(phantom(128).astype(np.int16) + 1, 1, 255).astype(np.uint8)
+    dark_row = lit.copy()
+    dark_row[99] = 0
+    tall.write_bytes(png_with_size(png_bytes(lit), height=180))  # IHDR 128x180 over 128 rows, CRC fixed
     _refused(tall, "fewer rows")
+    short.write_bytes(png_with_size(png_bytes(dark_row), height=100))
     _refused(short, "more rows")
+    # Fewer rows declared than stored, last decoded row not blank: the stored top rows, real pixels (what libpng
+    # and libspng give too); the second inflate that would see the extra data runs only for a blank last row.
+    short.write_bytes(png_with_size(png_bytes(lit), height=100))
+    assert np.array_equal(decode_radiograph(short), lit[:100])
     jpg = tmp_path / "tall.jpg"
     jpg.write_bytes(jpeg_with_size(jpeg_bytes(), height=30000))
     _refused(jpg, "JPEG data ends before", "128x30000")
