@@ -146,6 +146,27 @@ def test_json_and_csv_together_with_the_model_in_every_row(tiny_bundle, tiny_ima
     assert rows[3]["error"] == table[3]["error"] != "" and table[3]["bone_age_months"] == ""
 
 
+def test_parquet_holds_the_csv_rows_typed(tiny_bundle, tiny_images, tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet", reason="pyarrow is not installed: pip install '.[cluster]'")
+    out_csv, out_pq = tmp_path / "out.csv", tmp_path / "out.parquet"
+    inputs = [*tiny_images[:3], tmp_path / "missing.png"]
+    out = _cli("infer", *inputs, "--bundle", tiny_bundle, "--csv", out_csv, "--parquet", out_pq, "--no-progress")
+    assert out.returncode == 1, out.stderr
+    with open(out_csv, newline="") as f:
+        want = list(csv.DictReader(f))
+    table = pq.read_table(out_pq)
+    assert table.column_names == columns()
+    assert str(table.schema.field("bone_age_months").type) == "double"
+    assert str(table.schema.field("sex_uncertain").type) == "bool"
+    got = table.to_pylist()
+    # Every cell is the CSV's, typed: the CSV writes str(value), and "" for a missing value (Parquet: null).
+    assert [{k: "" if v is None else str(v) for k, v in row.items()} for row in got] == want
+    assert isinstance(got[0]["bone_age_months"], float) and got[3]["bone_age_months"] is None
+    assert got[3]["error"] == want[3]["error"] != ""
+    refused = _cli("infer", *inputs, "--bundle", tiny_bundle, "--parquet", out_pq, "--resume")
+    assert refused.returncode == 2 and "--resume cannot append to a Parquet file" in refused.stderr
+
+
 def test_table_on_stdout_fits_80_columns(tiny_bundle, tiny_images, tmp_path):
     deep = tmp_path / ("a-very-long-folder-name-" * 4) / "radiographs"
     deep.mkdir(parents=True)

@@ -34,7 +34,8 @@ def test_ray_run_writes_the_rows_of_the_single_machine_run(tiny_bundle, mixed_in
     single, on_ray = tmp_path / "single.csv", tmp_path / "ray.csv"
     subprocess.run([sys.executable, "-m", "edge.cli.infer", *common, "--csv", str(single)], env=env,
                    capture_output=True, text=True, timeout=300)
-    done = subprocess.run([sys.executable, "-m", "edge.cli.infer", *common, "--csv", str(on_ray), "--ray", "local",
+    done = subprocess.run([sys.executable, "-m", "edge.cli.infer", *common, "--csv", str(on_ray), "--parquet",
+                           str(tmp_path / "ray.parquet"), "--ray", "local",
                            "--ray-workers", "1", "--ray-cpus", "1"], env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 1, done.stderr  # two inputs fail, as on one machine
@@ -43,6 +44,11 @@ def test_ray_run_writes_the_rows_of_the_single_machine_run(tiny_bundle, mixed_in
     assert len(want) == len(mixed_inputs) and got == want
     assert [r["file"] for r in got] == mixed_inputs
     assert sum(bool(r["error"]) for r in got) == 2
+    import pyarrow.parquet as pq  # Ray brings pyarrow
+    typed = pq.read_table(tmp_path / "ray.parquet").to_pylist()
+    assert [r["file"] for r in typed] == mixed_inputs
+    assert [r["bone_age_months"] for r in typed] == [float(r["bone_age_months"]) if r["bone_age_months"] else None
+                                                     for r in want]
     assert list(home.iterdir()) == []  # no ~/.ray/auth_token, no usage-stats files
 
 

@@ -30,6 +30,9 @@ def parse_args(argv=None):
     out.add_argument("--jsonl", metavar="FILE", help="write JSON Lines to FILE ('-' for stdout): one object per "
                                                      "line, each complete on its own; what --resume reads best")
     out.add_argument("--csv", metavar="FILE", help="write CSV to FILE ('-' for stdout); with --json or the table")
+    out.add_argument("--parquet", metavar="FILE",
+                     help="write Apache Parquet to FILE (typed columns, the CSV's; needs pyarrow), readable once the "
+                          "run ends or is stopped with Ctrl-C/SIGTERM; --resume reads --csv/--jsonl, not this")
     out.add_argument("--resume", action="store_true",
                      help="continue an interrupted run: skip the inputs already in the --csv/--jsonl FILE and "
                           "append the rest (a missing FILE starts afresh)")
@@ -58,6 +61,11 @@ def parse_args(argv=None):
                                        ("--jsonl -", args.jsonl == "-")) if on]
     if len(to_stdout) > 1:
         p.error(f"{' and '.join(to_stdout)} would both write to stdout: send one of them to a file")
+    if args.parquet == "-":
+        p.error("--parquet needs a file name: Parquet is binary and is not written to stdout")
+    if args.resume and args.parquet:
+        p.error("--resume cannot append to a Parquet file: resume from --csv FILE or --jsonl FILE and write "
+                "--parquet to a new file")
     if args.resume and not any(f and f != "-" for f in (args.csv, args.jsonl)):
         p.error("--resume needs an output file to resume: --csv FILE or --jsonl FILE")
     if args.threads is not None and args.threads < 1:
@@ -86,7 +94,7 @@ def _main(argv=None) -> int:
     entries = expand_inputs(args.inputs)
     files = [path for path, why in entries if why is None]
     entries, files, sexes, patients = with_patients(entries, files, args)  # --sex/--sexes/--patients/--age, DICOM tags
-    for path in (args.csv, args.jsonl):  # a bad output path is said now, not after the model has loaded
+    for path in (args.csv, args.jsonl, args.parquet):  # a bad output path is said now, not after the model loads
         if path:
             check_writable(path)
     model = _load_model(args)
@@ -142,7 +150,8 @@ def _open_sinks(args, info) -> list:
     from edge.output import open_sink
 
     wanted = [("json", "-")] if args.json else []
-    wanted += [(kind, path) for kind, path in (("csv", args.csv), ("jsonl", args.jsonl)) if path]
+    wanted += [(kind, path) for kind, path in (("csv", args.csv), ("jsonl", args.jsonl), ("parquet", args.parquet))
+               if path]
     sinks = []
     try:
         for kind, path in wanted:
