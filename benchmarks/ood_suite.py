@@ -224,7 +224,7 @@ def inset(img: np.ndarray, grey: int, scale: float = 1.0, canvas: float = 2.0) -
 
 # Rows the issue does not list, added to exercise the other refusals (the flat x 0.08 row is inside the training
 # split's contrast range: accepted by design, docs/QUALITY.md).
-EXTRA = {"inset small (1/5 of a 299 px canvas)", "underexposed (x 0.05)",
+EXTRA = {"inset small (1/5 of a 299 px canvas)", "underexposed (x 0.05)", "one hand at 3:4 turned on its side",
          "flat (contrast x 0.08: inside the training range)", "flat (contrast x 0.03: below the training minimum)"}
 
 
@@ -247,6 +247,11 @@ def transforms(img: np.ndarray, rng) -> dict[str, tuple[np.ndarray, str]]:
         "flat (contrast x 0.08: inside the training range)": ((110 + f * 0.08).astype(np.uint8), "reject"),
         "flat (contrast x 0.03: below the training minimum)": ((120 + f * 0.03).astype(np.uint8), "reject"),
     }
+
+
+def portrait(img: np.ndarray) -> np.ndarray:
+    """A square (squashed) test image at 3:4, width to height, as a hand radiograph usually is (240x320)."""
+    return np.asarray(Image.fromarray(img).resize((240, 320), Image.Resampling.BILINEAR))
 
 
 def generated(rng, n: int = 12) -> list[tuple[str, np.ndarray]]:
@@ -336,6 +341,13 @@ def measure(bundle_dir: Path, data: Path, mae_images: int, seed: int = 0) -> str
     for i in suite_ids:
         for name, (img, want) in transforms(test[i], rng).items():
             rows.setdefault(name, []).append((want, verdict_label(check(img))))
+    for a, b in zip(suite_ids[::2], suite_ids[1::2]):  # the RSNA images are squashed: 3:4, a typical hand's shape
+        one, other = portrait(test[a]), portrait(test[b])
+        rows.setdefault("two hands side by side (two 3:4 test images)", []).append(
+            ("reject", verdict_label(check(np.concatenate([one, other], axis=1)))))
+        for turns, want in ((1, "turn 3"), (-1, "turn 1")):  # wide too: must be turned back, not refused as two
+            rows.setdefault("one hand at 3:4 turned on its side", []).append(
+                (want, verdict_label(check(np.rot90(one, turns)))))
     files, unreadable = bundled_files()
     for name, img in generated(rng) + files:
         rows.setdefault(name.split(" ")[0] if name.startswith(("pydicom", "skimage")) else name, []).append(

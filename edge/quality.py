@@ -9,8 +9,9 @@ about a millisecond whatever the image's size (docs/QUALITY.md). In order:
    too small to read;
 3. sharpness: refused when far blurrier than any training image;
 4. with the bundle's fitted `QualityModel` (bundle.json "quality", written by `python benchmarks/ood_suite.py fit`):
-   which way the image lies (turned upright when sure; refused when inverted), then whether it looks like a whole
-   hand radiograph at all (a linear classifier; refused below its limit, which is set on validation images).
+   two hands side by side (a wide image whose halves each read as a hand: refused), which way the image lies
+   (turned upright when sure; refused when inverted), then whether it looks like a whole hand radiograph at all
+   (a linear classifier; refused below its limit, which is set on validation images).
 A bundle without a "quality" section gets steps 1-3 only.
 """
 from __future__ import annotations
@@ -29,6 +30,7 @@ FRAME_TOL = 0.04
 FRAME_MARK = 0.05
 FRAME_MIN = 0.04
 MIN_CONTENT = 0.25  # the radiograph inside a frame must have at least this fraction of the network's input side
+TWO_HANDS_ASPECT = 1.25  # width / height from which an image may hold two hands side by side (one is ~0.75)
 # Limits under every image of the training split (docs/QUALITY.md has the measured minima).
 DARK_P99 = 0.07  # the brightest 1% of the image below this (of full scale): too dark (training minimum 0.12)
 FLAT_RANGE = 0.035  # 99th - 1st percentile below this: too flat (training minimum 0.06)
@@ -141,6 +143,9 @@ def check(img: np.ndarray, model: QualityModel | None, input_side: int) -> Verdi
     if sharp > NOISE_MAX:
         return Verdict(None, rejection=f"noise, not a radiograph (fine detail {sharp:.1f}, radiographs at most {NOISE_MAX})")
     if model is not None:
+        if two_hands(m, model):
+            return Verdict(None, rejection="more than one hand (two radiographs side by side): give one hand per "
+                                           "image")
         turns, reason = orientation(m, model)
         if reason:
             return Verdict(None, rejection=reason)
@@ -148,6 +153,16 @@ def check(img: np.ndarray, model: QualityModel | None, input_side: int) -> Verdi
             img = np.rot90(img, turns)  # np.rot90 turns anticlockwise
             corrections.append(f"turned upright (it was {ORIENTATIONS[turns]})")
     return Verdict(np.ascontiguousarray(img), tuple(corrections))
+
+
+def two_hands(m: "Measures", model: QualityModel) -> bool:
+    """A wide image whose left and right halves each read as a whole hand radiograph (P(hand) > 0.5): the hand
+    classifier was fitted with parts of radiographs as negatives, so half of one hand does not pass. Measured in
+    docs/QUALITY.md: two test radiographs side by side, and one radiograph turned on its side (wide too)."""
+    h, w = m.medium.shape
+    if w < TWO_HANDS_ASPECT * h:
+        return False
+    return all(model.hand_score(half) > 0 for half in (m.medium[:, :w // 2], m.medium[:, w // 2:]))
 
 
 def orientation(m: "Measures", model: QualityModel) -> tuple[int, str]:

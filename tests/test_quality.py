@@ -152,6 +152,17 @@ def test_a_natural_photograph_is_refused(fitted):
     assert not v.accepted and v.rejection.startswith("does not look like a whole hand radiograph")
 
 
+def test_two_hands_side_by_side_are_refused_and_one_on_its_side_is_not(fitted):
+    hands = [np.asarray(Image.fromarray(sample(k)).resize((240, 320), Image.Resampling.BILINEAR)) for k in (0, 1)]
+    v = quality.check(np.concatenate(hands, axis=1), fitted, SIDE)
+    assert not v.accepted and v.rejection.startswith("more than one hand"), v.rejection
+    for k in (0, 1):
+        for turns in (1, -1):
+            wide = np.rot90(hands[k], turns)  # as wide as two hands side by side: must not be called two
+            assert not quality.check(wide, fitted, SIDE).rejection.startswith("more than one hand")
+    assert not quality.two_hands(quality.Measures(quality._medium(hands[0])[0]), fitted)  # portrait: not tested
+
+
 def test_the_fast_view_scores_equal_the_eight_views_the_weights_were_fitted_on(fitted):
     for thumb in (quality.thumbnail(quality.cropped_medium(sample(1))),
                   np.random.default_rng(0).standard_normal((quality.THUMB, quality.THUMB)).astype(np.float32)):
