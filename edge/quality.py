@@ -240,14 +240,16 @@ def _intensity_problem(lo: float, hi: float) -> str:
 
 
 def _frame_value(medium: np.ndarray) -> float:
-    return float(np.median([medium[0, 0], medium[0, -1], medium[-1, 0], medium[-1, -1]]))
+    """The median of the four corners (the mean of the middle two)."""
+    corners = sorted(float(v) for v in (medium[0, 0], medium[0, -1], medium[-1, 0], medium[-1, -1]))
+    return (corners[1] + corners[2]) / 2
 
 
 def frame_box(medium: np.ndarray) -> tuple[int, int, int, int] | None:
     """(top, bottom, left, right) in `medium` of what lies inside a uniform frame on all four sides, or None."""
     h, w = medium.shape
     off = np.abs(medium - _frame_value(medium)) > FRAME_TOL
-    rows, cols = off.mean(axis=1) > FRAME_MARK, off.mean(axis=0) > FRAME_MARK
+    rows, cols = np.count_nonzero(off, axis=1) > FRAME_MARK * w, np.count_nonzero(off, axis=0) > FRAME_MARK * h
     if not rows.any() or not cols.any():
         return None
     top, bottom = int(np.argmax(rows)), h - int(np.argmax(rows[::-1]))
