@@ -32,7 +32,7 @@ def scope(patterns=None, types=None) -> nncf.IgnoredScope:
 
 # name -> quantize_ptq keyword arguments
 VARIANTS = {
-    "all layers INT8, signed activations (session-1 recipe)": {"fp32_scope": None},
+    "all layers INT8, signed activations (the v1 recipe)": {"fp32_scope": None},
     "all layers INT8, unsigned post-ReLU activations (not TensorRT-compatible)": {"fp32_scope": None, "signed": False},
     "heads' Linear layers FP32": {"fp32_scope": scope(types=["linear"])},
     "Mixed_7*, SE and heads FP32": {"fp32_scope": scope(TAIL)},

@@ -60,13 +60,13 @@ class ModelConfig:
     flip_tta: bool = False
     # Zooms about the centre (the training augmentation's own bilinear warp; >1 magnifies) whose
     # predictions are averaged with the unzoomed image's (each mirrored too when flip_tta), inside the
-    # graph like the mirror. Measured on the validation split with the session-3 weights: mirror alone
+    # graph like the mirror. Measured on the validation split with the v3 weights: mirror alone
     # MAE 10.86, mirror x zooms (0.95, 1, 1.05) 10.52 months, for 3x the compute (benchmarks/tta_trials.py).
     tta_zooms: tuple[float, ...] = ()
     # True: a second age head, one output per sex (female, male), for when the clinician gives the patient's
     # sex; bone age standards are sex-specific. The sex-blind head stays for when sex is not given.
     # Fitted on the default model's frozen features it took test MAE from 10.89 to 9.51; fine-tuned with
-    # the network, 9.35 (docs/EXPERIMENTS.md, session 6).
+    # the network, 9.35 (docs/EXPERIMENTS.md, v5).
     sex_heads: bool = False
     # Non-empty: the model is the mean of one network per size listed, each with its own weights and its own
     # in-network resize to that size (net_size stays 0), all reading the same input; their standardised ages

@@ -1,10 +1,10 @@
 """Which precision pays on this CPU: INT8 only where the CPU has INT8 dot-product instructions.
 
-Measured on an AVX2-only AMD EPYC (edge-bench, README; docs/EXPERIMENTS.md session 8): ONNX Runtime INT8 ran
+Measured on an AVX2-only AMD EPYC (edge-bench, README; docs/EXPERIMENTS.md, 2026-11-29): ONNX Runtime INT8 ran
 the bundled model slower than FP32 (31 vs 25 ms at batch 1, 40 vs 99 img/s at batch 8; no faster even with
 the convolutions fused to QLinearConv: benchmarks/ort_int8_fusion_check.py) and OpenVINO INT8 gave wrong
-outputs (refused at load). On the VNNI machines of sessions 1-2 OpenVINO INT8 was right and 1.45-1.73x faster
-than FP32; on the AVX-512 VNNI EPYC of session 9 it was wrong again (refused) and ONNX Runtime INT8 ran 2x
+outputs (refused at load). On the VNNI machines of v1-v2 OpenVINO INT8 was right and 1.45-1.73x faster
+than FP32; on the AVX-512 VNNI EPYC of v6.1 it was wrong again (refused) and ONNX Runtime INT8 ran 2x
 slower than FP32, so the runtime takes ONNX Runtime INT8 last (edge.formats, int8_pays). Both precisions pass the
 retention gate, so "auto" picks the faster one and never a less accurate one than the bundle promises.
 """

@@ -36,8 +36,8 @@ FORMATS: dict[str, Format] = {
     # OpenVINO reads the FP32 ONNX as it is, so a bundle holds one FP32 copy of the weights, not two.
     "openvino": Format("openvino", "openvino_backend", "openvino",
                        ("openvino/model-{precision}.xml", "model-{precision}.onnx"), PRECISIONS, "cpu"),
-    # INT8 1.2-1.9x slower than FP32 on an AVX2-only EPYC (sessions 6-8) and 2x on an AVX-512 VNNI EPYC
-    # (session 9): its CPU provider runs most of our Q/DQ convolutions as FP32 behind DequantizeLinear.
+    # INT8 1.2-1.9x slower than FP32 on an AVX2-only EPYC (2026-11-28/29) and 2x on an AVX-512 VNNI EPYC
+    # (v6.1, 2026-11-29): its CPU provider runs most of our Q/DQ convolutions as FP32 behind DequantizeLinear.
     "onnxruntime": Format("onnxruntime", "onnxruntime_backend", "onnxruntime", ("model-{precision}.onnx",),
                           PRECISIONS, "cpu", int8_pays=False),
     # Built from the bundle's ONNX (explicit Q/DQ for INT8, FP16 for the FP32 model) on the GPU that runs it.

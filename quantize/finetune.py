@@ -36,7 +36,7 @@ def finetune(model: torch.nn.Module, x: np.ndarray, age_months: np.ndarray, male
              seed: int = 0, desc: str = "fine-tune", progress: bool = True, augment_p: float = 0.5) -> torch.nn.Module:
     """Train `model` (plain, pruned, or NNCF-wrapped) in place for `epochs` on (N, C, H, W) images.
 
-    augment_p 0.5 (half the images unwarped) is the default model's own recipe since session 5: warping every
+    augment_p 0.5 (half the images unwarped) is the default model's own recipe since v4: warping every
     image left the network unused to the raw pixels that inference gives it (docs/EXPERIMENTS.md)."""
     if epochs <= 0:
         return model.eval()

@@ -43,7 +43,7 @@ def test_default_bundle_holds_only_what_bundle_json_names():
 def test_every_backend_that_loads_passes_the_self_test():
     """Every backend that BoneAgeModel.load() accepts reproduces the stored outputs; one that does not is
     refused at load. (OpenVINO 2026.4.1 INT8 is refused on an AVX2-only AMD EPYC, where its INT8 kernels
-    put a sample 98 months off, and accepted on the AVX-512 machines of sessions 1-2.)"""
+    put a sample 98 months off, and accepted on the AVX-512 machines of v1-v2.)"""
     result = self_test(BUNDLE)
     assert len(result["backends"]) == 4
     for name, r in result["backends"].items():

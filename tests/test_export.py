@@ -59,7 +59,7 @@ def test_openvino_prefers_its_own_ir_and_falls_back_to_the_onnx(tmp_path):
         return Bundle(tmp_path, {"config": {}, "artifacts": [{"precision": p.split("-")[-1].split(".")[0], "path": p}
                                                              for p in paths]})
 
-    old = bundle("model-fp32.onnx", "openvino/model-fp32.xml", "openvino/model-fp32.bin")  # bundles before session 10
+    old = bundle("model-fp32.onnx", "openvino/model-fp32.xml", "openvino/model-fp32.bin")  # bundles before v7
     assert old.artifact_path("openvino", "fp32", check=False) == tmp_path / "openvino/model-fp32.xml"
     assert old.artifact_path("onnxruntime", "fp32", check=False) == tmp_path / "model-fp32.onnx"
     signed_only = bundle("model-fp32.onnx", "model-int8.onnx")  # edge-export --compressed without an OpenVINO twin

@@ -256,7 +256,7 @@ def test_retention_fails_sex_flips():
 
 
 def test_retention_fails_a_clamp_at_one_end_that_the_overall_mae_hides():
-    # The session-5 INT8 bug: every young child floored at 42 months. Over all ages the MAE barely moves.
+    # The v4 INT8 bug (2026-11-28): every young child floored at 42 months. Over all ages the MAE barely moves.
     rng = np.random.default_rng(3)
     age = rng.uniform(0, 228, 2000)
     male = rng.integers(0, 2, 2000)

@@ -493,7 +493,7 @@ def test_auto_precision_falls_back_when_the_preferred_one_cannot_run(tiny_bundle
 
 
 def test_auto_precision_takes_onnxruntime_int8_only_when_nothing_runs_fp32(tiny_bundle, tmp_path, monkeypatch):
-    # A VNNI CPU (auto prefers INT8) with only ONNX Runtime: its INT8 ran 2x slower than its FP32 (session 9).
+    # A VNNI CPU (auto prefers INT8) with only ONNX Runtime: its INT8 ran 2x slower than its FP32 (v6.1).
     monkeypatch.setattr("edge.runtime.auto_precision", lambda: "int8")
     assert BoneAgeModel.load(tiny_bundle, backend="onnxruntime").precision == "fp32"
     assert BoneAgeModel.load(tiny_bundle, backend="onnxruntime", precision="int8").precision == "int8"
