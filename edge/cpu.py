@@ -16,12 +16,21 @@ from pathlib import Path
 # 2026-11-30 AVX2's u8 x s8 products too, which OpenVINO's unsigned-activation INT8 model uses (docs/THROUGHPUT.md:
 # OpenVINO INT8 was never measured slower than its FP32 on any CPU: 1.0x and 1.5x on AVX2-only EPYCs, 1.3-2.7x on
 # the AVX-512 VNNI one; the load-time self-test refuses it wherever it computes wrongly).
-_LINUX_FLAGS = ("avx2", "avx512_vnni", "avx_vnni", "amx_int8")
-_NUMPY_FEATURES = ("AVX2", "AVX512VNNI", "AVX512_CLX", "AVX512_ICL", "AVX512_SPR")
+_VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+_NUMPY_VNNI = ("AVX512VNNI", "AVX512_CLX", "AVX512_ICL", "AVX512_SPR")
 
 
 def int8_dot_product(cpuinfo: str | None = None) -> bool:
     """Whether this x86 CPU has AVX2, VNNI or AMX. `cpuinfo`: /proc/cpuinfo's text (tests pass their own)."""
+    return _has(("avx2", *_VNNI_FLAGS), ("AVX2", *_NUMPY_VNNI), cpuinfo)
+
+
+def vnni(cpuinfo: str | None = None) -> bool:
+    """Whether this x86 CPU has VNNI or AMX (INT8 dot products in one instruction, not AVX2's three)."""
+    return _has(_VNNI_FLAGS, _NUMPY_VNNI, cpuinfo)
+
+
+def _has(linux_flags, numpy_features, cpuinfo: str | None) -> bool:
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
@@ -29,20 +38,21 @@ def int8_dot_product(cpuinfo: str | None = None) -> bool:
             cpuinfo = ""
     flags = set(cpuinfo.split())
     if flags:
-        return any(f in flags for f in _LINUX_FLAGS)
-    return _numpy_says_vnni()
-
-
-def _numpy_says_vnni() -> bool:
+        return any(f in flags for f in linux_flags)
     # Windows / macOS: numpy's own cpuid probe (a private table, hence the guard). It has no entry for the
     # AVX-VNNI of client CPUs without AVX-512, which then get FP32: right, if maybe slower than INT8.
     try:
         from numpy._core._multiarray_umath import __cpu_features__ as features
     except ImportError:
         return False
-    return any(features.get(name) for name in _NUMPY_FEATURES)
+    return any(features.get(name) for name in numpy_features)
 
 
-def auto_precision() -> str:
-    """ "int8" where INT8 runs faster than FP32 here, else "fp32"."""
-    return "int8" if int8_dot_product() else "fp32"
+def auto_precision(inputs: int | None = None) -> str:
+    """ "int8" where INT8 runs faster than FP32 here, else "fp32". inputs: how many images the caller will run,
+    when it knows. One image on a CPU with AVX2 but no VNNI gets FP32: OpenVINO compiles the INT8 model about a
+    second longer there, more than INT8 saves on one image (`edge-infer IMAGE` on an AVX2 EPYC Zen 3: 2.35-2.43 s
+    in INT8, 1.37-1.49 s in FP32, whose batch-1 call is only 2.8 ms slower; docs/THROUGHPUT.md)."""
+    if not int8_dot_product():
+        return "fp32"
+    return "fp32" if inputs == 1 and not vnni() else "int8"

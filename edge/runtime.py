@@ -135,7 +135,8 @@ class BoneAgeModel:
 
     @classmethod
     def load(cls, bundle=None, backend: str = "auto", precision: str = "auto",
-             threads: int | None = None, check: bool = True, quality_check: bool = True) -> "BoneAgeModel":
+             threads: int | None = None, check: bool = True, quality_check: bool = True,
+             inputs: int | None = None) -> "BoneAgeModel":
         """bundle: a bundle directory (default: the one shipped with the package).
         backend: "auto" (fastest that is installed and works here), "openvino", "onnxruntime", "tensorrt".
         precision: "int8", "fp32", or "auto": INT8 where the CPU has INT8 dot products, else FP32 (edge.cpu),
@@ -144,8 +145,9 @@ class BoneAgeModel:
         The artifact's sha256 is checked against bundle.json; a mismatch is refused. check: run the
         bundled samples and refuse a backend whose outputs differ from the stored reference (edge.reference);
         "auto" then tries the next backend. quality_check: refuse or correct unusable images before every
-        estimate (edge.quality); False bypasses it (results say "unchecked")."""
-        precisions = _precision_order(precision)
+        estimate (edge.quality); False bypasses it (results say "unchecked"). inputs: how many images this model
+        will run, when known (edge-infer knows): "auto" weighs the compile against them (edge.cpu)."""
+        precisions = _precision_order(precision, inputs)
         if backend != "auto":
             get_format(backend)  # an unknown name is a one-line error with a suggestion, never "not available"
         b = load_bundle(bundle if bundle is not None else default_bundle_path())
@@ -305,9 +307,9 @@ class BoneAgeModel:
         return self.backend.run(x)
 
 
-def _precision_order(precision: str) -> list[str]:
+def _precision_order(precision: str, inputs: int | None = None) -> list[str]:
     if precision == "auto":
-        first = auto_precision()
+        first = auto_precision(inputs)
         return [first, *(p for p in PRECISIONS if p != first)]
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be auto or one of {', '.join(PRECISIONS)}; got {precision!r}")

@@ -135,6 +135,19 @@ def test_int8_is_the_default_only_with_int8_dot_products(flags, vnni):
     assert int8_dot_product(f"processor\t: 0\nflags\t\t: {flags}\n") is vnni
 
 
+@pytest.mark.parametrize("flags, one, many", [("fpu avx avx2 fma", "fp32", "int8"),
+                                              ("avx2 avx512f avx512_vnni", "int8", "int8"),
+                                              ("fpu sse4_2 avx", "fp32", "fp32")])
+def test_auto_takes_fp32_for_one_image_where_int8_compiles_slowly(flags, one, many, monkeypatch):
+    # AVX2 without VNNI: OpenVINO compiles INT8 ~1 s longer than FP32, more than INT8 saves on one image.
+    from edge import cpu
+
+    real = cpu.Path.read_text
+    monkeypatch.setattr(cpu.Path, "read_text", lambda self, *a, **k: f"flags\t\t: {flags}\n"
+                        if str(self) == "/proc/cpuinfo" else real(self, *a, **k))
+    assert (cpu.auto_precision(1), cpu.auto_precision(120), cpu.auto_precision()) == (one, many, many)
+
+
 def test_tampered_artifact_is_refused(tiny_bundle, tmp_path):
     copy, _ = _copy(tiny_bundle, tmp_path)
     onnx = copy / "model-fp32.onnx"
@@ -485,7 +498,7 @@ def test_auto_precision_falls_back_when_the_preferred_one_cannot_run(tiny_bundle
     (copy / "bundle.json").write_text(json.dumps(meta))
     for path in [copy / "model-int8.onnx", *(copy / "openvino").glob("model-int8.*")]:
         path.unlink()
-    monkeypatch.setattr("edge.runtime.auto_precision", lambda: "int8")
+    monkeypatch.setattr("edge.runtime.auto_precision", lambda inputs=None: "int8")
     assert BoneAgeModel.load(copy).precision == "fp32"
     assert BoneAgeModel.load(copy, backend="onnxruntime").precision == "fp32"
     with pytest.raises(BackendUnavailable, match="no backend can run int8"):
@@ -494,7 +507,7 @@ def test_auto_precision_falls_back_when_the_preferred_one_cannot_run(tiny_bundle
 
 def test_auto_precision_takes_onnxruntime_int8_only_when_nothing_runs_fp32(tiny_bundle, tmp_path, monkeypatch):
     # A VNNI CPU (auto prefers INT8) with only ONNX Runtime: its INT8 ran 2x slower than its FP32 (v6.1).
-    monkeypatch.setattr("edge.runtime.auto_precision", lambda: "int8")
+    monkeypatch.setattr("edge.runtime.auto_precision", lambda inputs=None: "int8")
     assert BoneAgeModel.load(tiny_bundle, backend="onnxruntime").precision == "fp32"
     assert BoneAgeModel.load(tiny_bundle, backend="onnxruntime", precision="int8").precision == "int8"
     copy, meta = _copy(tiny_bundle, tmp_path)

@@ -97,7 +97,7 @@ def _main(argv=None) -> int:
     for path in (args.csv, args.jsonl, args.parquet):  # a bad output path is said now, not after the model loads
         if path:
             check_writable(path)
-    model = _load_model(args)
+    model = _load_model(args, len(files))
     if args.no_quality_check:
         print("edge-infer: input quality check OFF (--no-quality-check): every image gets a bone age, even one that "
               "is not a usable hand radiograph; results are marked 'unchecked'", file=sys.stderr)
@@ -132,7 +132,7 @@ def _main(argv=None) -> int:
     return 1 if failed or not entries and not args.resume else 0
 
 
-def _load_model(args):
+def _load_model(args, inputs: int):
     if args.ray:  # the workers load the model; this process reads the bundle for the header and context only
         from edge.distributed import RayModel
 
@@ -142,7 +142,7 @@ def _load_model(args):
     from edge.runtime import BoneAgeModel
 
     return BoneAgeModel.load(args.bundle, backend=args.backend, precision=args.precision, threads=args.threads,
-                             quality_check=not args.no_quality_check)
+                             quality_check=not args.no_quality_check, inputs=inputs)
 
 
 def _open_sinks(args, info) -> list:
