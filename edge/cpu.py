@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# /proc/cpuinfo flags (Linux) and numpy's cpuid names (any OS) that mean INT8 dot products: VNNI or AMX, and since
-# 2026-11-30 AVX2's u8 x s8 products too, which OpenVINO's unsigned-activation INT8 model uses (docs/THROUGHPUT.md:
+# /proc/cpuinfo flags (Linux) and numpy's cpuid names (any OS) of VNNI and AMX; int8_dot_product() also counts, since
+# 2026-11-30, AVX2's u8 x s8 products, which OpenVINO's unsigned-activation INT8 model uses (docs/THROUGHPUT.md:
 # OpenVINO INT8 was never measured slower than its FP32 on any CPU: 1.0x and 1.5x on AVX2-only EPYCs, 1.3-2.7x on
 # the AVX-512 VNNI one; the load-time self-test refuses it wherever it computes wrongly).
 _VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")

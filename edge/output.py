@@ -282,7 +282,7 @@ class ParquetSink(Sink):
         super().__init__(path, stream)
         arrow = {"float": pa.float64(), "bool": pa.bool_(), "str": pa.string()}
         self.schema = pa.schema([(c, arrow[t]) for c, t in column_types().items()])
-        self.writer, self.rows, self.table = pq.ParquetWriter(stream, self.schema), [], pa.Table
+        self.writer, self.rows, self.to_table = pq.ParquetWriter(stream, self.schema), [], pa.Table.from_pylist
 
     def _write(self, rec: dict) -> None:
         self.rows.append(rec)
@@ -291,7 +291,7 @@ class ParquetSink(Sink):
 
     def _write_rows(self) -> None:
         if self.rows:
-            self.writer.write_table(self.table.from_pylist(self.rows, schema=self.schema))
+            self.writer.write_table(self.to_table(self.rows, schema=self.schema))
             self.rows = []
 
     def close(self) -> None:
