@@ -47,6 +47,15 @@ FORMATS: dict[str, Format] = {
 # `auto` tries these in order: fastest first where each works (OpenVINO INT8 ran 1.4x faster than
 # ONNX Runtime INT8 on the 2-core Zen 4 CPU, see benchmarks/).
 AUTO_ORDER = ("tensorrt", "openvino", "onnxruntime")
+# One image (`edge-infer IMAGE`, a PACS hook): the backend that is ready first. ONNX Runtime loads the bundled model
+# in 0.26 s against OpenVINO's 1.00 s (AVX2-only EPYC) and 0.12 against 0.35 s (AVX-512 VNNI EPYC), the edge-bench
+# "load s" column; that is far more than OpenVINO's faster call saves on one image (18 ms and 0 ms there).
+ONE_IMAGE_ORDER = ("onnxruntime", "openvino", "tensorrt")
+
+
+def auto_order(inputs: int | None = None) -> tuple[str, ...]:
+    """The backends `auto` tries, in order, for a run of `inputs` images (None: unknown, a server)."""
+    return ONE_IMAGE_ORDER if inputs == 1 else AUTO_ORDER
 
 
 def get_format(backend: str) -> Format:

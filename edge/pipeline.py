@@ -28,28 +28,47 @@ def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: int) -> Iterator[R]:
-    """fn(item) for every item, yielded in input order, computed by `workers` threads at most `ahead` items
-    ahead of the caller. workers 0: in the calling thread, one at a time (no threads at all).
+class OrderedMap:
+    """fn(item) for every item, in input order, computed by `workers` threads at most `ahead` items ahead of the
+    caller. workers 0: lazily in the calling thread, one at a time (no threads at all). eager: submit the first
+    `ahead` items now rather than at the first next(), so they are prepared while the caller does something else
+    (edge-infer: while the model compiles); the caller then owns a pool and must iterate to the end or close().
 
-    fn should not raise for a bad item (return a value that says so): an exception from fn is re-raised here
-    and stops the iteration. Leaving the iteration early cancels what was not started and waits for the rest."""
-    if workers <= 0:
-        yield from map(fn, items)
-        return
-    source = iter(items)
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="edge-prepare")
-    queue: deque = deque()
-    try:
-        for item in source:
-            queue.append(pool.submit(fn, item))
-            if len(queue) >= max(ahead, 1):
+    fn should not raise for a bad item (return a value that says so): an exception from fn is re-raised by next()
+    and stops the iteration. close() cancels what was not started and waits for the rest."""
+
+    def __init__(self, fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: int, eager: bool = False):
+        self._fn, self._source, self._ahead = fn, iter(items), max(ahead, 1)
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="edge-prepare") if workers > 0 else None
+        self._queue: deque = deque()
+        if eager and self._pool:
+            self._fill(self._ahead)
+
+    def _fill(self, n: int) -> None:
+        for item in self._source:
+            self._queue.append(self._pool.submit(self._fn, item))
+            if len(self._queue) >= n:
                 break
-        while queue:
-            done = queue.popleft().result()
-            for item in source:  # refill one: the window stays `ahead` wide
-                queue.append(pool.submit(fn, item))
-                break
-            yield done
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+
+    def __iter__(self) -> Iterator[R]:
+        return self
+
+    def __next__(self) -> R:
+        if self._pool is None:
+            return self._fn(next(self._source))
+        if not self._queue:  # the first call of a lazy map; afterwards empty only once the items are used up
+            self._fill(self._ahead)
+        if not self._queue:
+            self.close()
+            raise StopIteration
+        try:
+            done = self._queue.popleft().result()
+        except BaseException:
+            self.close()
+            raise
+        self._fill(len(self._queue) + 1)  # refill one: the window stays `ahead` wide
+        return done
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)

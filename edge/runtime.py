@@ -11,12 +11,13 @@ import numpy as np
 
 from edge.backends import BackendUnavailable, backend_class
 from edge.bundle import Bundle, BundleError, load_bundle
+from edge.config import InputSpec
 from edge.cpu import auto_precision
-from edge.formats import AUTO_ORDER, FORMATS, PRECISIONS, get_format
+from edge.formats import FORMATS, PRECISIONS, auto_order, get_format
 from edge.imaging import ImageError
-from edge.pipeline import default_workers, ordered_map
+from edge.pipeline import OrderedMap, default_workers
 from edge.preprocess import decode, to_model_input
-from edge.quality import check as check_quality, quality_model
+from edge.quality import QualityModel, check as check_quality, quality_model
 from edge.reference import compare, reference_samples, tolerance
 
 
@@ -101,12 +102,50 @@ def default_bundle_path() -> Path:
     return Path(str(resources.files("edge") / "default_bundle"))
 
 
+@dataclass(frozen=True)
+class InputPreparer:
+    """The per-file step every decode worker runs: (index, path or array) -> network input with what the input
+    check corrected, or the input's Failure or Rejected (never raises for a bad input). It needs the bundle only,
+    not a loaded backend, so edge-infer starts decoding while the model compiles (start())."""
+
+    spec: InputSpec
+    quality: QualityModel | None
+    quality_check: bool = True  # False: no input check, results say "unchecked"
+
+    @classmethod
+    def for_bundle(cls, bundle: Bundle, quality_check: bool = True) -> "InputPreparer":
+        return cls(bundle.config.input, quality_model(bundle), quality_check)
+
+    def start(self, sources, workers: int | None = None, ahead: int = 32) -> OrderedMap:
+        """Begin preparing `sources` now, up to `ahead` inputs (C x H x W float32 each) ahead of the consumer;
+        pass the result to predict_iter(prepared=...) with the same sources."""
+        workers = default_workers() if workers is None else workers
+        return OrderedMap(self, enumerate(sources), workers, ahead, eager=True)
+
+    def __call__(self, indexed) -> Prepared | Failure:
+        k, src = indexed
+        try:
+            img = decode(src)
+            if not self.quality_check:
+                return Prepared(to_model_input(img, self.spec))
+            verdict = check_quality(img, self.quality, min(self.spec.height, self.spec.width))
+            if not verdict.accepted:
+                return Rejected(_name(src, k), verdict.rejection)
+            return Prepared(to_model_input(verdict.image, self.spec), verdict.corrections)
+        except ImageError as e:
+            return Failure(_name(src, k), e.problem)
+        except Exception as e:  # a decoder's unforeseen failure is this file's problem, not the batch's
+            first = (str(e).strip().splitlines() or [""])[0]
+            return Failure(_name(src, k), f"cannot read image ({type(e).__name__}: {first})")
+
+
 class BoneAgeModel:
     def __init__(self, bundle: Bundle, backend, precision: str, check: bool = True, quality_check: bool = True):
         self.bundle, self.backend, self.precision = bundle, backend, precision
         self.spec = bundle.config.input
         # The input check before every estimate (edge.quality); False bypasses it and marks results "unchecked".
-        self.quality_check, self.quality = quality_check, quality_model(bundle)
+        self.quality_check = quality_check
+        self.prepare_input = InputPreparer.for_bundle(bundle, quality_check)  # what each decode worker runs
         backend.check_io(self.spec, bundle.output_names)  # BundleError: another model under a matching sha256
         # Warm-up: the first inference allocates and tunes kernels; a user's first image should not report
         # that cost as its latency. The reference check's batch-1 calls are the warm-up when it runs.
@@ -138,7 +177,8 @@ class BoneAgeModel:
              threads: int | None = None, check: bool = True, quality_check: bool = True,
              inputs: int | None = None) -> "BoneAgeModel":
         """bundle: a bundle directory (default: the one shipped with the package).
-        backend: "auto" (fastest that is installed and works here), "openvino", "onnxruntime", "tensorrt".
+        backend: "auto" (fastest that is installed and works here; for one image, the quickest to load:
+        edge.formats.auto_order), "openvino", "onnxruntime", "tensorrt".
         precision: "int8", "fp32", or "auto": INT8 where the CPU has INT8 dot products, else FP32 (edge.cpu),
         then the other precision if the preferred one has no working backend here (or no artifact); a backend
         whose INT8 does not pay (edge.formats) runs it only when nothing runs FP32.
@@ -146,12 +186,12 @@ class BoneAgeModel:
         bundled samples and refuse a backend whose outputs differ from the stored reference (edge.reference);
         "auto" then tries the next backend. quality_check: refuse or correct unusable images before every
         estimate (edge.quality); False bypasses it (results say "unchecked"). inputs: how many images this model
-        will run, when known (edge-infer knows): "auto" weighs the compile against them (edge.cpu)."""
+        will run, when known (edge-infer knows): "auto" weighs the load against them (edge.formats, edge.cpu)."""
         precisions = _precision_order(precision, inputs)
         if backend != "auto":
             get_format(backend)  # an unknown name is a one-line error with a suggestion, never "not available"
-        b = load_bundle(bundle if bundle is not None else default_bundle_path())
-        pairs = [(n, p) for p in precisions for n in (AUTO_ORDER if backend == "auto" else [backend])]
+        b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle if bundle is not None else default_bundle_path())
+        pairs = [(n, p) for p in precisions for n in (auto_order(inputs) if backend == "auto" else [backend])]
         if precision == "auto":  # stable sort: slow INT8 after every FP32 choice
             pairs.sort(key=lambda pair: pair[1] == "int8" and not FORMATS[pair[0]].int8_pays)
         if len(pairs) > 1:  # something left to choose: only what the bundle has
@@ -207,53 +247,41 @@ class BoneAgeModel:
                 progress(len(results))
         return results
 
-    def predict_iter(self, sources, batch_size: int = 1, sex=None, workers: int | None = None):
+    def predict_iter(self, sources, batch_size: int = 1, sex=None, workers: int | None = None,
+                     prepared: OrderedMap | None = None):
         """Paths or arrays -> one Prediction or Failure each, yielded in input order as soon as its batch is
         done. A bad input never stops the batch. batch_size 1 by default: the model compiled at load (OpenVINO
         compiles one static shape per batch size, 1-5 s each) and no faster per image at 8 on 299 px inputs or
         under load (docs/THROUGHPUT.md). sex: None, one sex for every input, or one per input (None/""
         where not known). workers: threads that decode and preprocess ahead of the network (edge.pipeline;
-        None: one per core, 0: none, all in this thread). Memory stays bounded whatever the number of inputs."""
+        None: one per core, 0: none, all in this thread). Memory stays bounded whatever the number of inputs.
+        prepared: InputPreparer(...).start(sources) begun earlier (edge-infer, while the model loaded); closed here."""
         sources = list(sources)
         sexes = self._given_sexes(sex, len(sources))
         workers = default_workers() if workers is None else workers
         compiling = self._prepare_batch_size(min(batch_size, len(sources)))
-        prepared = ordered_map(self.prepare_input, enumerate(sources), workers, ahead=batch_size + workers)
+        if prepared is None:
+            prepared = OrderedMap(self.prepare_input, enumerate(sources), workers, ahead=batch_size + workers)
         done: dict[int, Prediction | Failure] = {}  # finished, waiting for an earlier input's batch
         pending: list[tuple[int, np.ndarray]] = []
         upcoming = 0
-        for k, item in enumerate(prepared):
-            if isinstance(item, Failure):
-                done[k] = item
-            else:
-                pending.append((k, item))
-            if len(pending) == batch_size or (k == len(sources) - 1 and pending):
-                if compiling:
-                    compiling.join()
-                    compiling = None
-                self._run_batch(pending, sources, sexes, done)
-                pending = []
-            while upcoming in done:
-                yield done.pop(upcoming)
-                upcoming += 1
-
-    def prepare_input(self, indexed) -> Prepared | Failure:
-        """The per-file step every decode worker runs: (index, path or array) -> network input with what the
-        input check corrected, or the input's Failure or Rejected (never raises for a bad input)."""
-        k, src = indexed
         try:
-            img = decode(src)
-            if not self.quality_check:
-                return Prepared(to_model_input(img, self.spec))
-            verdict = check_quality(img, self.quality, min(self.spec.height, self.spec.width))
-            if not verdict.accepted:
-                return Rejected(_name(src, k), verdict.rejection)
-            return Prepared(to_model_input(verdict.image, self.spec), verdict.corrections)
-        except ImageError as e:
-            return Failure(_name(src, k), e.problem)
-        except Exception as e:  # a decoder's unforeseen failure is this file's problem, not the batch's
-            first = (str(e).strip().splitlines() or [""])[0]
-            return Failure(_name(src, k), f"cannot read image ({type(e).__name__}: {first})")
+            for k, item in enumerate(prepared):
+                if isinstance(item, Failure):
+                    done[k] = item
+                else:
+                    pending.append((k, item))
+                if len(pending) == batch_size or (k == len(sources) - 1 and pending):
+                    if compiling:
+                        compiling.join()
+                        compiling = None
+                    self._run_batch(pending, sources, sexes, done)
+                    pending = []
+                while upcoming in done:
+                    yield done.pop(upcoming)
+                    upcoming += 1
+        finally:  # also when the caller stops early: no decode worker outlives the iteration
+            prepared.close()
 
     def _prepare_batch_size(self, n: int):
         """Compile the batch-n model in a thread while the first inputs are decoded (OpenVINO compiles one

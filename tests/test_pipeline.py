@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from edge.pipeline import ordered_map
+from edge.pipeline import OrderedMap
 
 
 def test_ordered_map_keeps_input_order_when_later_items_finish_first():
@@ -19,7 +19,7 @@ def test_ordered_map_keeps_input_order_when_later_items_finish_first():
         time.sleep(delays[k])
         return k
 
-    assert list(ordered_map(slow_identity, range(len(delays)), workers=3, ahead=5)) == list(range(len(delays)))
+    assert list(OrderedMap(slow_identity, range(len(delays)), workers=3, ahead=5)) == list(range(len(delays)))
 
 
 def test_ordered_map_runs_in_worker_threads_and_never_more_than_ahead_items_ahead():
@@ -31,7 +31,7 @@ def test_ordered_map_runs_in_worker_threads_and_never_more_than_ahead_items_ahea
         return k
 
     consumed = 0
-    for k in ordered_map(record, range(200), workers=2, ahead=6):
+    for k in OrderedMap(record, range(200), workers=2, ahead=6):
         time.sleep(0.001)
         consumed += 1
         # Submitted ahead of the caller: the one it holds plus at most `ahead` more, whatever the input's length.
@@ -42,7 +42,7 @@ def test_ordered_map_runs_in_worker_threads_and_never_more_than_ahead_items_ahea
 
 def test_ordered_map_with_no_workers_runs_lazily_in_the_calling_thread():
     seen = []
-    results = ordered_map(lambda k: seen.append(threading.current_thread()) or k, range(5), workers=0, ahead=4)
+    results = OrderedMap(lambda k: seen.append(threading.current_thread()) or k, range(5), workers=0, ahead=4)
     assert seen == []  # nothing runs before the caller asks
     assert next(results) == 0 and seen == [threading.current_thread()]
 
@@ -55,12 +55,30 @@ def test_ordered_map_stopped_early_starts_nothing_more():
         time.sleep(0.002)
         return k
 
-    results = ordered_map(record, range(1000), workers=2, ahead=4)
+    results = OrderedMap(record, range(1000), workers=2, ahead=4)
     assert next(results) == 0
     results.close()
     n = len(calls)
     time.sleep(0.05)
     assert n == len(calls) <= 1 + 4 + 2  # what was already submitted, nothing after close
+
+
+def test_eager_map_starts_before_the_first_next_and_close_stops_it():
+    started, calls = threading.Event(), []
+
+    def record(k):
+        calls.append(k)
+        started.set()
+        time.sleep(0.002)
+        return k
+
+    results = OrderedMap(record, range(1000), workers=2, ahead=4, eager=True)
+    assert started.wait(5)  # no next() yet: edge-infer decodes while the model compiles
+    results.close()
+    n = len(calls)
+    time.sleep(0.05)
+    assert n == len(calls) <= 4
+    assert list(OrderedMap(lambda k: k, range(7), workers=2, ahead=3, eager=True)) == list(range(7))
 
 
 def test_ordered_map_reraises_an_exception_from_fn():
@@ -70,7 +88,7 @@ def test_ordered_map_reraises_an_exception_from_fn():
         return k
 
     with pytest.raises(RuntimeError, match="boom"):
-        list(ordered_map(boom, range(10), workers=2, ahead=4))
+        list(OrderedMap(boom, range(10), workers=2, ahead=4))
 
 
 @pytest.fixture
@@ -99,6 +117,22 @@ def test_predict_iter_with_workers_equals_the_serial_run(tiny_bundle, mixed_inpu
             else:
                 assert (a.bone_age_months, a.p_male) == (b.bone_age_months, b.p_male)
     assert sum(isinstance(r, Failure) for r in serial) == 3
+
+
+def test_predict_iter_takes_inputs_prepared_before_the_model_loaded(tiny_bundle, mixed_inputs):
+    from edge.bundle import load_bundle
+    from edge.runtime import BoneAgeModel, Failure, InputPreparer
+
+    bundle = load_bundle(tiny_bundle)
+    prepared = InputPreparer.for_bundle(bundle).start(mixed_inputs, workers=2, ahead=32)
+    model = BoneAgeModel.load(bundle, backend="onnxruntime", precision="fp32")
+    early = list(model.predict_iter(mixed_inputs, batch_size=2, prepared=prepared))
+    serial = model.predict_many(mixed_inputs, workers=0)
+    assert [r.file for r in early] == [r.file for r in serial] == mixed_inputs
+    for a, b in zip(early, serial):
+        assert type(a) is type(b)
+        assert (a.error if isinstance(a, Failure) else a.bone_age_months) == \
+            (b.error if isinstance(b, Failure) else b.bone_age_months)
 
 
 def test_predict_iter_yields_before_reading_every_input(tiny_bundle, tiny_images):
