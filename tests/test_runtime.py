@@ -158,6 +158,19 @@ def test_auto_loads_one_image_on_the_backend_that_is_ready_first(tiny_bundle, mo
     assert BoneAgeModel.load(tiny_bundle, backend="openvino", inputs=1).backend_name == "openvino"
 
 
+def test_edge_infer_counts_a_heatmap_as_many_network_passes(tiny_bundle, monkeypatch):
+    from edge.cli import infer
+
+    monkeypatch.setattr("edge.runtime.auto_precision", lambda inputs=None: "fp32" if inputs == 1 else "int8")
+    loaded = []
+    monkeypatch.setattr("edge.runtime.BoneAgeModel.load", classmethod(lambda cls, *a, **k: loaded.append(k["inputs"])))
+    bundle = load_bundle(tiny_bundle)
+    for extra in ([], ["--heatmap", "maps"], ["--report", "reports"]):
+        _, prepared = infer._load_model(infer.parse_args(["x.png", *extra]), ["x.png"], bundle)
+        prepared.close()
+    assert loaded == [1, 145, 145]  # one image with a heatmap is 145 passes: not the one-image choice
+
+
 def test_tampered_artifact_is_refused(tiny_bundle, tmp_path):
     copy, _ = _copy(tiny_bundle, tmp_path)
     onnx = copy / "model-fp32.onnx"

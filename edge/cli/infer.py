@@ -164,11 +164,20 @@ def _load_model(args, files: list[str], bundle):
         files, args.workers, ahead=max(PREFETCH, args.batch_size + (args.workers or 0))) if files else None
     try:
         return BoneAgeModel.load(bundle, backend=args.backend, precision=args.precision, threads=args.threads,
-                                 quality_check=not args.no_quality_check, inputs=len(files)), prepared
+                                 quality_check=not args.no_quality_check, inputs=_network_passes(args, files)), prepared
     except BaseException:
         if prepared is not None:
             prepared.close()
         raise
+
+
+def _network_passes(args, files: list[str]) -> int:
+    """How many images the network will see: a heatmap (also in a report) runs it GRID^2 + 1 times an input."""
+    if args.heatmap or args.report:
+        from edge.clinical.heatmap import GRID
+
+        return len(files) * (GRID * GRID + 1)
+    return len(files)
 
 
 def _open_sinks(args, info) -> list:
