@@ -3,10 +3,10 @@
 # parent on the same validation images. Then: python benchmarks/compression_table.py
 # Usage: benchmarks/compression_runs.sh CHECKPOINT [DATA] [OUTROOT] [VARIANT...]   (THREADS=1 to share the CPU)
 # VARIANT names pick a subset (default: all). At 299 px a fine-tune epoch costs 12-20 minutes of a 2-core CPU, so the
-# v8 table ran `... train-299 runs/compression-v8 unstructured-0.5 int8-ptq-openvino structured-0.2-bn structured-0.4-bn
-# unstructured-0.5+finetune-1` (the "-bn" variants: batch-norm adaptation only, for their size and latency).
+# v8 table ran `... train-299 runs/compression-v8 unstructured-0.5 unstructured-0.3 int8-ptq-openvino structured-0.2-bn
+# structured-0.4-bn` (the "-bn" variants: batch-norm adaptation only, for their size and latency).
 # CHECKPOINT is one network: the table's parent is `git show a0a9372:models/checkpoints/w050-100.pt`. The default
-# checkpoint is a mean of two networks since session 10, which edge-quantize takes for PTQ only.
+# checkpoint was a mean of two networks in v7 (2026-11-29), which edge-quantize takes for PTQ only.
 set -u
 CK=${1:?usage: benchmarks/compression_runs.sh CHECKPOINT [DATA] [OUTROOT] (one network, not a mean of networks)}
 DATA=${2:-../shared/data/rsna-boneage/train-100px}
@@ -22,6 +22,7 @@ run() {  # name, then edge-quantize's method flags; a failed gate is a result, n
   edge-quantize "${COMMON[@]}" --out "$ROOT/$name" "$@" || echo "($name did not pass the gate)"
 }
 run unstructured-0.5 --prune-unstructured 0.5
+run unstructured-0.3 --prune-unstructured 0.3
 run int8-ptq --int8 ptq
 run int8-ptq-openvino --int8 ptq --activations unsigned   # what the bundle ships for OpenVINO
 run structured-0.2 --prune-structured 0.2 --finetune-epochs 2

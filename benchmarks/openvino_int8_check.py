@@ -2,7 +2,7 @@
 
 Quantizes a checkpoint twice with NNCF (64 calibration images; signed activations as shipped, and unsigned
 post-ReLU activations), exports each, and prints the bone age of the bundled samples from ONNX Runtime
-and OpenVINO (also with its low-precision transformations off). On the AVX2-only AMD EPYC of session 3,
+and OpenVINO (also with its low-precision transformations off). On the AVX2-only AMD EPYC measured on 2026-11-28 (v3),
 OpenVINO 2026.4.1 was ~100 months off with signed activations and right with unsigned ones.
 
     python benchmarks/openvino_int8_check.py --checkpoint models/checkpoints/default.pt \\

@@ -14,6 +14,7 @@ from edge.cli.common import Progress, add_model_args, arg_type, number_in, run_c
 # second: 20-40 full-resolution radiographs on one core), small in memory (a 299 px input is 0.36 MB).
 PREFETCH = 32
 
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="edge-infer", description=__doc__.splitlines()[0])
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
