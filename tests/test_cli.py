@@ -247,7 +247,10 @@ def test_an_interrupted_batch_keeps_every_finished_row(sig, tmp_path):
     out_csv, out_jsonl = tmp_path / "out.csv", tmp_path / "out.jsonl"
     args = [str(folder), "--bundle", str(DEFAULT_BUNDLE), "--json", "--csv", str(out_csv), "--jsonl", str(out_jsonl),
             "--batch-size", "1"]
-    code = "import sys; from edge.cli.infer import main; sys.exit(main(sys.argv[1:]))"
+    # A suite started in the background (`cmd &`) inherits SIGINT ignored, and Python keeps it so: Ctrl-C's handler
+    # is set here as an interactive shell would leave it.
+    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "from edge.cli.infer import main; sys.exit(main(sys.argv[1:]))")
     proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=repo_env())
     deadline = time.time() + 120
