@@ -15,6 +15,11 @@ import time
 import numpy as np
 
 
+# Pause after each timed call: a runtime's idle threads spin for a while after a call (torch's OpenMP pool does),
+# which would slow whichever runtime is timed next; one radiograph at a time also arrives after a pause.
+SETTLE_S = 0.01
+
+
 def latency_rounds(runners: dict, x1: np.ndarray, rounds: int = 50, warmup: int = 5) -> dict[str, list[float]]:
     """runners: name -> callable(batch). Returns name -> batch-1 latencies in ms."""
     for fn in runners.values():
@@ -26,6 +31,7 @@ def latency_rounds(runners: dict, x1: np.ndarray, rounds: int = 50, warmup: int 
             t0 = time.perf_counter()
             fn(x1)
             times[name].append((time.perf_counter() - t0) * 1000)
+            time.sleep(SETTLE_S)
     return times
 
 
