@@ -176,7 +176,7 @@ class BoneAgeModel:
     def load(cls, bundle=None, backend: str = "auto", precision: str = "auto",
              threads: int | None = None, check: bool = True, quality_check: bool = True,
              inputs: int | None = None) -> "BoneAgeModel":
-        """bundle: a bundle directory (default: the one shipped with the package).
+        """bundle: a bundle directory or a loaded Bundle (default: the one shipped with the package).
         backend: "auto" (fastest that is installed and works here; for one image, the quickest to load:
         edge.formats.auto_order), "openvino", "onnxruntime", "tensorrt".
         precision: "int8", "fp32", or "auto": INT8 where the CPU has INT8 dot products, else FP32 (edge.cpu),
