@@ -10,16 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 # /proc/cpuinfo flags (Linux) and numpy's cpuid names (any OS) of AVX2, VNNI and AMX.
-_VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
-_NUMPY_VNNI = ("AVX512VNNI", "AVX512_CLX", "AVX512_ICL", "AVX512_SPR")
+_LINUX_FLAGS = ("avx2", "avx512_vnni", "avx_vnni", "amx_int8")
+_NUMPY_FEATURES = ("AVX2", "AVX512VNNI", "AVX512_CLX", "AVX512_ICL", "AVX512_SPR")
 
 
 def int8_dot_product(cpuinfo: str | None = None) -> bool:
     """Whether this x86 CPU has AVX2, VNNI or AMX. `cpuinfo`: /proc/cpuinfo's text (tests pass their own)."""
-    return _has(("avx2", *_VNNI_FLAGS), ("AVX2", *_NUMPY_VNNI), cpuinfo)
-
-
-def _has(linux_flags, numpy_features, cpuinfo: str | None) -> bool:
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
@@ -27,22 +23,22 @@ def _has(linux_flags, numpy_features, cpuinfo: str | None) -> bool:
             cpuinfo = ""
     flags = set(cpuinfo.split())
     if flags:
-        return any(f in flags for f in linux_flags)
+        return any(f in flags for f in _LINUX_FLAGS)
     # Windows / macOS: numpy's own cpuid probe (a private table, hence the guard). It has no entry for the
     # AVX-VNNI of client CPUs without AVX-512, which then get FP32: right, if maybe slower than INT8.
     try:
         from numpy._core._multiarray_umath import __cpu_features__ as features
     except ImportError:
         return False
-    return any(features.get(name) for name in numpy_features)
+    return any(features.get(name) for name in _NUMPY_FEATURES)
 
 
 def auto_precision(inputs: int | None = None) -> str:
     """ "int8" where INT8 runs faster than FP32 here, else "fp32". inputs: how many images the caller will run,
     when it knows. One image gets FP32 on every CPU: it runs on ONNX Runtime, the quickest backend to load
     (edge.formats.auto_order), whose INT8 does not pay; OpenVINO would also compile its INT8 model about a second
-    longer than FP32 on an AVX2 CPU without VNNI (`edge-infer IMAGE` on an AVX2 EPYC Zen 3: OpenVINO INT8 2.35-2.43 s,
-    OpenVINO FP32 1.37-1.63 s, ONNX Runtime FP32 0.73-0.93 s; docs/THROUGHPUT.md)."""
+    longer than FP32 on an AVX2 CPU without VNNI (`edge-infer IMAGE` on an AVX2 EPYC Zen 3: OpenVINO INT8 2.3-2.6 s,
+    OpenVINO FP32 1.4-1.6 s, ONNX Runtime FP32 0.73-0.96 s; docs/THROUGHPUT.md)."""
     if inputs == 1 or not int8_dot_product():
         return "fp32"
     return "int8"

@@ -49,7 +49,8 @@ FORMATS: dict[str, Format] = {
 AUTO_ORDER = ("tensorrt", "openvino", "onnxruntime")
 # One image (`edge-infer IMAGE`, a PACS hook): the backend that is ready first. ONNX Runtime loads the bundled model
 # in 0.26 s against OpenVINO's 1.00 s (AVX2-only EPYC) and 0.12 against 0.35 s (AVX-512 VNNI EPYC), the edge-bench
-# "load s" column; that is far more than OpenVINO's faster call saves on one image (18 ms and 0 ms there).
+# "load s" column; that is far more than OpenVINO's faster call saves on one image (7 ms here: INT8 20.2 against
+# 27.1 ms, benchmarks/results/bench-default-avx2.txt; none on the VNNI one). The precision follows: edge.cpu.
 ONE_IMAGE_ORDER = ("onnxruntime", "openvino", "tensorrt")
 
 
