@@ -315,14 +315,17 @@ def check_writable(path: str) -> None:
         raise OutputError(f"{path}: cannot write here (permission denied)")
 
 
-def open_sink(kind: str, path: str, info: dict, resume: bool = False) -> Sink:
+def open_sink(kind: str, path: str, info: dict, resume: bool = False, existing: tuple | None = None) -> Sink:
     """kind: csv, jsonl, json or parquet; path '-' is stdout. With resume, an existing file is read (rows whose
-    input is already there are skipped, the rest appended); without it, the file is started afresh."""
+    input is already there are skipped, the rest appended), or its read_existing() given as `existing`; without
+    it, the file is started afresh."""
     if path == "-":
         return {"csv": CsvSink, "jsonl": JsonLinesSink, "json": JsonListSink}[kind](path, sys.stdout)
     if kind == "parquet":
         return _open_parquet(path)
-    done, header = (read_existing(kind, path, info) if resume else (set(), None))
+    if existing is None:
+        existing = read_existing(kind, path, info) if resume else (set(), None)
+    done, header = existing
     try:
         stream = open(path, "a" if done or header else "w", encoding="utf-8", newline="" if kind == "csv" else None)
     except OSError as e:

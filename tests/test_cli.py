@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import importlib.util
 import json
 import os
 import re
@@ -320,6 +321,27 @@ def test_unavailable_tensorrt_is_said_once(tiny_bundle, tiny_images):
     out = _cli("infer", tiny_images[0], "--bundle", tiny_bundle, "--backend", "tensorrt")
     assert out.returncode != 0 and out.stderr.count("\n") == 1, out.stderr
     assert out.stderr.count("needs the 'tensorrt' package") == 1, out.stderr
+
+
+def test_a_run_that_cannot_load_a_model_leaves_earlier_results_as_they_were(tiny_bundle, tiny_images, tmp_path):
+    """The output files are started only once a model has loaded: a failed start (here TensorRT, absent) must
+    not empty last week's results, with or without --resume."""
+    pytest.importorskip("onnxruntime")
+    if importlib.util.find_spec("tensorrt"):
+        pytest.skip("TensorRT is installed here")
+    old_csv, old_jsonl = tmp_path / "old.csv", tmp_path / "old.jsonl"
+    out = _cli("infer", tiny_images[0], "--bundle", tiny_bundle, "--csv", old_csv, "--jsonl", old_jsonl)
+    assert out.returncode == 0, out.stderr
+    before = old_csv.read_bytes(), old_jsonl.read_bytes()
+    for extra in ([], ["--resume"]):
+        out = _cli("infer", *tiny_images, "--bundle", tiny_bundle, "--backend", "tensorrt", "--csv", old_csv,
+                   "--jsonl", old_jsonl, *extra)
+        assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
+        assert (old_csv.read_bytes(), old_jsonl.read_bytes()) == before
+    fresh = tmp_path / "never.csv"
+    assert _cli("infer", tiny_images[0], "--bundle", tiny_bundle, "--backend", "tensorrt", "--csv",
+                fresh).returncode != 0
+    assert not fresh.exists()
 
 
 def test_readme_starts_with_the_two_setup_commands_and_research_use():

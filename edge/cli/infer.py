@@ -104,13 +104,14 @@ def _main(argv=None) -> int:
             check_writable(path)
     bundle = _bundle(args)
     info = model_info(bundle)
-    sinks = _open_sinks(args, info)
-    try:
-        entries, files, sexes = _skip_done(entries, files, sexes, sinks)
-        model, prepared = _load_model(args, files, bundle)
+    existing = _read_outputs(args, info)
+    entries, files, sexes = _skip_done(entries, files, sexes, existing)
+    model, prepared = _load_model(args, files, bundle)
+    try:  # only now, with a model to fill them, are the output files started (an old one emptied)
+        sinks = _open_sinks(args, info, existing)
     except BaseException:
-        for s in sinks:
-            s.close()
+        if prepared is not None:
+            prepared.close()
         raise
     if args.no_quality_check:
         print("edge-infer: input quality check OFF (--no-quality-check): every image gets a bone age, even one that "
@@ -181,17 +182,31 @@ def _network_passes(args, files: list[str]) -> int:
     return len(files)
 
 
-def _open_sinks(args, info) -> list:
-    """The requested output streams, opened (and read, with --resume) before any image is read."""
+def _wanted_outputs(args) -> list[tuple[str, str]]:
+    wanted = [("json", "-")] if args.json else []
+    return wanted + [(kind, path) for kind, path in (("csv", args.csv), ("jsonl", args.jsonl),
+                                                     ("parquet", args.parquet)) if path]
+
+
+def _read_outputs(args, info) -> dict:
+    """With --resume: {path: (inputs it already holds, its CSV header)} for each output file, read before any
+    image is; nothing is written to them yet."""
+    from edge.output import read_existing
+
+    if not args.resume:
+        return {}
+    return {path: read_existing(kind, path, info) for kind, path in _wanted_outputs(args) if path != "-"}
+
+
+def _open_sinks(args, info, existing: dict) -> list:
+    """The requested output streams, opened once the model has loaded (a run that cannot start leaves an
+    existing file as it was)."""
     from edge.output import open_sink
 
-    wanted = [("json", "-")] if args.json else []
-    wanted += [(kind, path) for kind, path in (("csv", args.csv), ("jsonl", args.jsonl), ("parquet", args.parquet))
-               if path]
     sinks = []
     try:
-        for kind, path in wanted:
-            sinks.append(open_sink(kind, path, info, resume=args.resume))
+        for kind, path in _wanted_outputs(args):
+            sinks.append(open_sink(kind, path, info, existing=existing.get(path, (set(), None))))
     except BaseException:
         for s in sinks:
             s.close()
@@ -203,18 +218,17 @@ def _open_sinks(args, info) -> list:
     return sinks
 
 
-def _skip_done(entries, files, sexes, sinks):
+def _skip_done(entries, files, sexes, existing: dict):
     """With --resume: leave out the inputs every output file already holds (by the file name as written)."""
     from edge.output import safe_text
 
-    files_out = [s for s in sinks if s.path != "-"]
-    if not files_out or not any(s.done for s in files_out):
+    if not existing or not any(done for done, _ in existing.values()):
         return entries, files, sexes
-    skip = {path for path, _ in entries if all(safe_text(path) in s.done for s in files_out)}
+    skip = {path for path, _ in entries if all(safe_text(path) in done for done, _ in existing.values())}
     per_file = isinstance(sexes, list)
     kept = [(f, x) for f, x in zip(files, sexes if per_file else [sexes] * len(files)) if f not in skip]
     print(f"edge-infer: resuming: {len(skip)} of {len(entries)} input(s) already in "
-          f"{', '.join(s.path for s in files_out)}, skipped", file=sys.stderr)
+          f"{', '.join(existing)}, skipped", file=sys.stderr)
     return ([e for e in entries if e[0] not in skip], [f for f, _ in kept],
             [x for _, x in kept] if per_file else sexes)
 
