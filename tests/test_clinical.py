@@ -191,6 +191,32 @@ def test_interval_uses_the_sex_given_variant_and_its_band():
     assert intervals.interval(fitted, 3, False, 0.9)[0] == 0  # clipped at birth
 
 
+def test_intervals_grouped_by_sex_hold_coverage_for_each_sex():
+    """Boys' errors twice as wide as girls': pooled residuals under-cover boys and over-cover girls in every
+    band; grouped by sex, each sex gets its level, and an unknown sex falls back to the pooled residuals."""
+    rng = np.random.default_rng(1)
+
+    def draw(n):
+        truth, male = rng.uniform(12, 228, n), rng.random(n) < 0.5
+        return truth + rng.normal(0, np.where(male, 12.0, 6.0)), truth, male
+
+    est, truth, male = draw(4000)
+    pooled, by_sex = intervals.fit_all(est, est, truth), intervals.fit_all(est, est, truth, male=male)
+    assert set(by_sex["variants"]["sex_given"]["bands_by_sex"]) == {"female", "male"}
+    assert "bands_by_sex" not in by_sex["variants"]["sex_blind"]  # no seen_male given
+    est2, truth2, male2 = draw(20000)
+    for s in (False, True):
+        pick = male2 == s
+        c_pooled = intervals.coverage(pooled, est2[pick], truth2[pick], True, 0.9, male=male2[pick])
+        c_sex = intervals.coverage(by_sex, est2[pick], truth2[pick], True, 0.9, male=male2[pick])
+        assert abs(c_sex["coverage"] - 0.9) < 0.02
+        assert all(b["coverage"] > 0.86 for b in c_sex["bands"].values())
+        assert (c_pooled["coverage"] < 0.86) if s else (c_pooled["coverage"] > 0.95)
+    assert intervals.interval(by_sex, 100, True, 0.9) == intervals.interval(pooled, 100, True, 0.9)
+    girl, boy = (intervals.interval(by_sex, 100, True, 0.9, m) for m in (False, True))
+    assert boy[1] - boy[0] > 1.5 * (girl[1] - girl[0])
+
+
 def test_too_few_calibration_images_give_an_unbounded_interval():
     assert intervals.residual_bounds([-1.0, 1.0], 0.9) == (-math.inf, math.inf)
 
@@ -260,3 +286,12 @@ def test_coverage_gate_passes_calibrated_and_fails_overconfident_intervals():
     assert not bad["passed"] and bad["intervals"]["sex_blind"]["coverage"] < 0.85
     few = check(shrunk, truth2[:50], np.zeros(50), {k: v[:50] for k, v in outputs.items()})
     assert few["passed"]  # 50 images: reported, too few to gate
+
+
+def test_a_sex_group_too_small_for_the_level_falls_back_to_its_band():
+    v = {"band_edges_months": [100.0], "bands": [[-10, 10] * 50, [-1, 1] * 50],
+         "bands_by_sex": {"female": [[-3, 3] * 50, [-2, 2] * 5], "male": [[-4, 4] * 50, [-2, 2] * 50]}}
+    fitted = {"variants": {"sex_given": v, "sex_blind": v}}
+    assert intervals.interval(fitted, 50, True, 0.9, False) == (47, 53)
+    assert intervals.interval(fitted, 150, True, 0.9, False) == (149, 151)  # 10 girls: the band's 100
+    assert intervals.interval(fitted, 150, True, 0.9, True) == (148, 152)

@@ -55,6 +55,8 @@ def test_calibrate_writes_only_the_clinical_key_and_the_runtime_reads_it(tmp_pat
     assert clinical["fitted_on"]["n"] == N_VAL and clinical["test"]["n"] == N_TEST
     assert set(clinical["intervals"]["variants"]) == {"sex_blind", "sex_given"}
     assert sum(len(b) for b in clinical["intervals"]["variants"]["sex_blind"]["bands"]) == N_VAL
+    for v in clinical["intervals"]["variants"].values():  # grouped by sex too, each image once
+        assert sum(len(b) for s in ("female", "male") for b in v["bands_by_sex"][s]) == N_VAL
     assert 0 < clinical["sex_calibration"]["a"] and clinical["test"]["sex_calibration"]["n"] == N_TEST
 
     model = BoneAgeModel.load(bundle, backend="onnxruntime", precision="fp32")

@@ -26,12 +26,14 @@ def given_age(outputs: dict, male) -> np.ndarray | None:
 def check(clinical: dict, age, male, outputs: dict, level: float = 0.9) -> dict:
     """Coverage per variant (sex-blind; sex given, each image its true sex), P(male) calibration, verdict."""
     out = {"n": int(len(age)), "level": level, "intervals": {}}
-    for name, estimate in (("sex_blind", outputs["bone_age_months"]), ("sex_given", given_age(outputs, male))):
+    seen_male = np.asarray(outputs["p_male"]) >= 0.5
+    for name, estimate, sex in (("sex_blind", outputs["bone_age_months"], seen_male),
+                                ("sex_given", given_age(outputs, male), male)):
         if estimate is None or name not in clinical["intervals"]["variants"]:
             continue
-        c = intervals.coverage(clinical["intervals"], estimate, age, name == "sex_given", level)
+        c = intervals.coverage(clinical["intervals"], estimate, age, name == "sex_given", level, male=sex)
         c["bands_by_true_age"] = intervals.coverage(clinical["intervals"], estimate, age, name == "sex_given",
-                                                    level, by_truth=True)["bands"]
+                                                    level, by_truth=True, male=sex)["bands"]
         c["passed"] = bool((c["n"] < MIN_GATED or abs(c["coverage"] - level) <= OVERALL_TOLERANCE)
                            and all(b["coverage"] >= level - BAND_TOLERANCE
                                    for b in c["bands"].values() if b["n"] >= MIN_GATED))

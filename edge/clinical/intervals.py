@@ -1,8 +1,10 @@
 """Split-conformal prediction intervals for bone age, conditional on age band and on whether the sex was given.
 
 Mondrian split conformal: the validation split's signed residuals (truth - estimate) are grouped by the band
-of the ESTIMATED age (the truth is unknown at run time) and by whether the patient's sex was given (the
-per-sex head is more accurate). For a level 1 - a, the interval is [estimate + r_lo, estimate + r_hi] with
+of the ESTIMATED age (the truth is unknown at run time), by whether the patient's sex was given (the
+per-sex head is more accurate) and, in bundles since v8.1.0, by the sex (the given one, else the network's
+call): pooled, girls' and boys' residuals differ so much that one sex was under-covered in some band while the
+band's mean held (benchmarks/results/interval-methods.md). For a level 1 - a, the interval is [estimate + r_lo, estimate + r_hi] with
 r_lo, r_hi the group's a/2 and 1 - a/2 order statistics taken with the finite-sample correction, so each
 tail misses with probability at most a/2 for an exchangeable new image of that group. Signed rather than
 absolute residuals because the error is biased within a band (the youngest children are over-estimated),
@@ -20,6 +22,7 @@ import numpy as np
 # default model: bands of 50-130 validation images gave unstable test coverage (77-94% at 90%).
 N_BANDS = 4
 VARIANTS = ("sex_given", "sex_blind")
+SEXES = ("female", "male")
 
 
 def band_of(age_months, edges) -> np.ndarray:
@@ -31,22 +34,32 @@ def band_label(k: int, edges) -> str:
     return f"{lo:g}-{edges[k]:g} mo" if k < len(edges) else f">= {lo:g} mo"
 
 
-def fit(estimate, truth, sex_given: bool, n_bands: int = N_BANDS) -> dict:
-    """One variant's calibration: band edges and the sorted signed residuals per band (0.1 month)."""
+def fit(estimate, truth, sex_given: bool, n_bands: int = N_BANDS, male=None) -> dict:
+    """One variant's calibration: band edges and the sorted signed residuals per band (0.1 month); with `male`
+    (bool per image) also per band and sex ("bands_by_sex"), the bands' edges staying those of all images."""
     estimate, truth = np.asarray(estimate, float), np.asarray(truth, float)
     edges = sorted({float(round(e)) for e in np.quantile(estimate, np.arange(1, n_bands) / n_bands)})
     bands = band_of(estimate, edges)
     residual = truth - estimate
-    return {"variant": VARIANTS[0] if sex_given else VARIANTS[1], "n": int(len(residual)),
-            "band_edges_months": edges, "bands": [_sorted(residual[bands == k]) for k in range(len(edges) + 1)]}
+    out = {"variant": VARIANTS[0] if sex_given else VARIANTS[1], "n": int(len(residual)),
+           "band_edges_months": edges, "bands": [_sorted(residual[bands == k]) for k in range(len(edges) + 1)]}
+    if male is not None:
+        male = np.asarray(male, bool)
+        out["bands_by_sex"] = {s: [_sorted(residual[(bands == k) & (male == (s == "male"))])
+                                   for k in range(len(edges) + 1)] for s in SEXES}
+    return out
 
 
-def fit_all(estimate_blind, estimate_given, truth, n_bands: int = N_BANDS) -> dict:
-    """The bundle.json entry: both variants (estimate_given None when the model has no per-sex head)."""
-    out = {"method": "split conformal, Mondrian by estimated-age band (validation quartiles), equal-tailed "
-                     "signed residuals", "variants": {"sex_blind": fit(estimate_blind, truth, False, n_bands)}}
+def fit_all(estimate_blind, estimate_given, truth, n_bands: int = N_BANDS, male=None, seen_male=None) -> dict:
+    """The bundle.json entry: both variants (estimate_given None when the model has no per-sex head). With
+    `male` (the true sex) the sex-given intervals are grouped by band and sex, with `seen_male` (the network's
+    call) the sex-blind ones: the sex is known when the interval is drawn, in the second case as seen."""
+    out = {"method": "split conformal, Mondrian by estimated-age band (validation quartiles)"
+                     + (" and sex" if male is not None or seen_male is not None else "")
+                     + ", equal-tailed signed residuals",
+           "variants": {"sex_blind": fit(estimate_blind, truth, False, n_bands, male=seen_male)}}
     if estimate_given is not None:
-        out["variants"]["sex_given"] = fit(estimate_given, truth, True, n_bands)
+        out["variants"]["sex_given"] = fit(estimate_given, truth, True, n_bands, male=male)
     return out
 
 
@@ -69,20 +82,34 @@ def variant(fitted: dict, sex_given: bool) -> dict:
     return variants["sex_given" if sex_given and "sex_given" in variants else "sex_blind"]
 
 
-def interval(fitted: dict, estimate: float, sex_given: bool, level: float) -> tuple[float, float]:
-    """(low, high) months for one estimate, clipped at 0."""
-    if not 0.5 <= level < 1.0:
-        raise ValueError(f"interval level must be in [0.5, 1); got {level}")
-    v = variant(fitted, sex_given)
-    lo, hi = residual_bounds(v["bands"][int(band_of(estimate, v["band_edges_months"]))], level)
+def bounds_of(v: dict, estimate: float, male: bool | None, level: float) -> tuple[float, float]:
+    """(low, high) from the estimate's band, and its sex's residuals in that band when the variant was fitted
+    by sex, the sex is known and the group has enough of them for the level (else the band's, pooled)."""
+    k = int(band_of(estimate, v["band_edges_months"]))
+    lo, hi = -math.inf, math.inf
+    if male is not None and "bands_by_sex" in v:
+        lo, hi = residual_bounds(v["bands_by_sex"][SEXES[int(bool(male))]][k], level)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        lo, hi = residual_bounds(v["bands"][k], level)
     return max(0.0, estimate + lo), estimate + hi
 
 
-def coverage(fitted: dict, estimate, truth, sex_given: bool, level: float, by_truth: bool = False) -> dict:
+def interval(fitted: dict, estimate: float, sex_given: bool, level: float, male: bool | None = None):
+    """(low, high) months for one estimate, clipped at 0. `male`: the given sex when sex_given, else the
+    network's call (used by the variants fitted by sex)."""
+    if not 0.5 <= level < 1.0:
+        raise ValueError(f"interval level must be in [0.5, 1); got {level}")
+    return bounds_of(variant(fitted, sex_given), estimate, male, level)
+
+
+def coverage(fitted: dict, estimate, truth, sex_given: bool, level: float, by_truth: bool = False,
+             male=None) -> dict:
     """Empirical coverage and mean width on held-out data, overall and per band of the estimated age (the
-    bands the intervals condition on), or with by_truth per the same bands of the true age."""
+    bands the intervals condition on), or with by_truth per the same bands of the true age. `male`: per
+    image, as interval() takes it."""
     estimate, truth = np.asarray(estimate, float), np.asarray(truth, float)
-    bounds = np.array([interval(fitted, e, sex_given, level) for e in estimate])
+    male = [None] * len(estimate) if male is None else np.asarray(male, bool)
+    bounds = np.array([interval(fitted, e, sex_given, level, m) for e, m in zip(estimate, male)])
     inside = (truth >= bounds[:, 0]) & (truth <= bounds[:, 1])
     width = bounds[:, 1] - bounds[:, 0]
     edges = variant(fitted, sex_given)["band_edges_months"]
