@@ -25,7 +25,7 @@ edge-export --checkpoint "$CK" --compressed "$WORK/int8/compressed.pt" --version
             --samples "$WORK"/samples/*.png
 # What the runtime reads from bundle.json besides the network: fitted on the split's training/validation ids only
 # The network outputs are kept (runs/ is not tracked) so a re-fit needs no second pass over the images
-mkdir -p runs
+mkdir -p runs && rm -f runs/calibrate-default-outputs.npz   # never another model's outputs
 python -m export.calibrate --bundle "$B" --data "$D" --cache runs/calibrate-default-outputs.npz \
     | tee "$R/calibrate-default.txt"
 python benchmarks/ood_suite.py fit --bundle "$B" --data "$(dirname "$D")" | tee "$R/quality-fit-default.txt"

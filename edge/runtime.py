@@ -143,8 +143,7 @@ class BoneAgeModel:
     def __init__(self, bundle: Bundle, backend, precision: str, check: bool = True, quality_check: bool = True):
         self.bundle, self.backend, self.precision = bundle, backend, precision
         self.spec = bundle.config.input
-        # The input check before every estimate (edge.quality); False bypasses it and marks results "unchecked".
-        self.quality_check = quality_check
+        self._quality_check = quality_check
         self.prepare_input = InputPreparer.for_bundle(bundle, quality_check)  # what each decode worker runs
         backend.check_io(self.spec, bundle.output_names)  # BundleError: another model under a matching sha256
         # Warm-up: the first inference allocates and tunes kernels; a user's first image should not report
@@ -171,6 +170,17 @@ class BoneAgeModel:
                 f"{got['max_abs_months']:.1f} months / P(male) {got['max_abs_p_male']:.2f} off the stored "
                 f"reference; `edge-verify` shows it)")
         return True
+
+    @property
+    def quality_check(self) -> bool:
+        """The input check before every estimate (edge.quality); False bypasses it and marks results "unchecked".
+        One switch: setting it changes what the decode workers run, not only the results' label."""
+        return self._quality_check
+
+    @quality_check.setter
+    def quality_check(self, on: bool) -> None:
+        self._quality_check = bool(on)
+        self.prepare_input = InputPreparer.for_bundle(self.bundle, self._quality_check)
 
     @classmethod
     def load(cls, bundle=None, backend: str = "auto", precision: str = "auto",

@@ -29,7 +29,7 @@ from models.data import Labels, load_images, read_labels, read_split
 from quantize.compressed import DEFAULT_NAME, REJECTED_NAME, save_compressed
 from quantize.finetune import FINETUNE_LR, finetune
 from quantize.gate import RetentionGate
-from quantize.ptq import SCHEME, UNSIGNED_ACTIVATIONS, calibration_info, pick_calibration, quantize_ptq
+from quantize.ptq import calibration_info, pick_calibration, quantize_ptq, scheme
 from quantize.qat import QAT_LR, quantize_qat
 from quantize.structured import channel_summary, prune_structured
 from quantize.unstructured import MODES, bake, prune_unstructured, sparsity
@@ -142,8 +142,8 @@ def run_int8(model, data: Images, args, epochs: int):
         model = quantize_qat(model, data.x_calib, data.x_train, data.train.age, data.train.male, epochs=epochs,
                              lr=args.lr or QAT_LR, batch_size=args.batch_size, seed=args.seed,
                              progress=not args.no_progress)
-    scheme = SCHEME if args.activations == "signed" else {**SCHEME, "activations": UNSIGNED_ACTIVATIONS}
-    return model, {"method": f"int8-{args.int8}", **scheme, "signed_activations": args.activations == "signed",
+    signed = args.activations == "signed"
+    return model, {"method": f"int8-{args.int8}", **scheme(signed), "signed_activations": signed,
                    "calibration_images": len(data.x_calib), "finetune_epochs": epochs}
 
 

@@ -122,6 +122,23 @@ def test_openvino_int8_is_its_own_unsigned_model_and_runs_right_here(phantom_bun
     assert BoneAgeModel.load(phantom_bundle, backend="openvino", precision="int8").backend_name == "openvino"
 
 
+def test_openvino_int8_keeps_only_the_first_convolution_of_the_stem_in_fp32(phantom_bundle):
+    """quantize.ptq.OPENVINO_FP32_SCOPE: Conv2d_2a and 2b run INT8 in OpenVINO (the ONNX model keeps them FP32)."""
+    import openvino as ov
+
+    def int8_weights(conv) -> bool:  # weights stored int8, dequantized by Convert/Subtract/Multiply
+        node = conv.input_value(1).get_node()
+        while node.get_input_size() > 0:
+            node = node.input_value(0).get_node()
+        return node.get_output_element_type(0) == ov.Type.i8
+
+    model = ov.Core().read_model(str(phantom_bundle / "openvino" / "model-int8.xml"))
+    convs = {op.get_friendly_name(): int8_weights(op) for op in model.get_ordered_ops()
+             if op.get_type_name() == "Convolution"}
+    stem = {k: [v for n, v in convs.items() if f"Conv2d_{k}" in n] for k in ("1a", "2a", "2b")}
+    assert stem == {"1a": [False], "2a": [True], "2b": [True]}, convs
+
+
 def test_tensorrt_engine_cache_key_and_plan():
     a = engine_cache_key("ab" * 32, "int8", "NVIDIA H100 80GB HBM3", "9.0", "10.13.0")
     assert a.startswith("nvidia-h100-80gb-hbm3-sm90-trt10.13.0-int8-") and a.endswith(".engine")

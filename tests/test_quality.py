@@ -262,3 +262,14 @@ def test_edge_infer_no_quality_check_flag(fitted, tmp_path):
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)[0]["status"] == "unchecked"
     assert "input quality check OFF" in out.stderr
+
+
+def test_switching_the_check_off_after_load_bypasses_it_and_on_again_refuses(fitted):
+    """quality_check on a loaded model is one switch: what the decode step runs and how results are labelled."""
+    model = BoneAgeModel.load(backend="onnxruntime", precision="fp32")
+    model.quality_check = False
+    assert all(isinstance(r, Prediction) and r.status == "unchecked"
+               for r in model.predict_many([sample(0), blank_with_text()]))
+    model.quality_check = True
+    ok, noise = model.predict_many([sample(0), blank_with_text()])
+    assert ok.status == "ok" and isinstance(noise, Rejected)
