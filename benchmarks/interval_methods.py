@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     labels, out = validation_outputs(args.cache, args.data)
     truth, male = np.asarray(labels.age, float), np.asarray(labels.male, bool)
-    estimates = {"sex blind": (np.asarray(out["bone_age_months"], float), np.asarray(out["p_male"]) >= 0.5),
+    estimates = {"sex blind": (np.asarray(out["bone_age_months"], float), intervals.seen_male(out["p_male"])),
                  "sex given": (given_age(out, labels.male), male)}
     print(f"validation split only, n={len(truth)}; {args.splits} random halvings, fitted on one half, measured on "
           f"the other; level {args.level:.0%}; band coverage: female / male in brackets")

@@ -50,7 +50,7 @@ def fit_clinical(val_labels, val_out) -> dict:
     # second) while the mean stayed 90% (benchmarks/results/interval-methods.md).
     return {"intervals": intervals.fit_all(val_out["bone_age_months"], given_age(val_out, val_labels.male),
                                            val_labels.age, male=val_labels.male,
-                                           seen_male=np.asarray(val_out["p_male"]) >= 0.5),
+                                           seen_male=intervals.seen_male(val_out["p_male"])),
             "sex_calibration": calibration.fit(val_out["p_male"], val_labels.male)}
 
 

@@ -24,7 +24,7 @@ def annotate(pred, patient: Patient | None, clinical: dict | None, level: float 
     """A copy of `pred` (edge.runtime.Prediction) with the clinical fields filled in."""
     fields, notes = {}, []
     if clinical and "intervals" in clinical:
-        male = pred.given_sex == "male" if pred.given_sex else pred.p_male >= 0.5  # as seen when not given
+        male = (pred.given_sex or pred.sex) == "male"  # as the network sees it when not given
         lo, hi = intervals.interval(clinical["intervals"], pred.bone_age_months, bool(pred.given_sex), level, male)
         if math.isfinite(hi) and math.isfinite(lo):
             fields.update(interval_low_months=lo, interval_high_months=hi, interval_level=level)

@@ -26,8 +26,7 @@ def given_age(outputs: dict, male) -> np.ndarray | None:
 def check(clinical: dict, age, male, outputs: dict, level: float = 0.9) -> dict:
     """Coverage per variant (sex-blind; sex given, each image its true sex), P(male) calibration, verdict."""
     out = {"n": int(len(age)), "level": level, "intervals": {}}
-    seen_male = np.asarray(outputs["p_male"]) >= 0.5
-    for name, estimate, sex in (("sex_blind", outputs["bone_age_months"], seen_male),
+    for name, estimate, sex in (("sex_blind", outputs["bone_age_months"], intervals.seen_male(outputs["p_male"])),
                                 ("sex_given", given_age(outputs, male), male)):
         if estimate is None or name not in clinical["intervals"]["variants"]:
             continue

@@ -25,6 +25,11 @@ VARIANTS = ("sex_given", "sex_blind")
 SEXES = ("female", "male")
 
 
+def seen_male(p_male) -> np.ndarray:
+    """The network's sex call (Prediction.sex), which groups the sex-blind intervals: fit and use must agree."""
+    return np.asarray(p_male) >= 0.5
+
+
 def band_of(age_months, edges) -> np.ndarray:
     return np.searchsorted(np.asarray(edges, float), np.asarray(age_months, float), side="right")
 
