@@ -6,8 +6,10 @@ archived or printed without the tool, and nothing is fetched from the network wh
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import html
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,61 @@ from edge.clinical import reference
 
 RESEARCH_USE = ("For research use only. Not a medical device: not cleared or approved for diagnosis or treatment. "
                 "A qualified reader must review the radiograph and this estimate.")
+
+
+# The patient and study a DICOM names, in the order the report lists them: (label, DICOM keyword).
+IDENTITY = (("Name", "PatientName"), ("Patient ID", "PatientID"), ("Birth date", "PatientBirthDate"),
+            ("Study date", "StudyDate"), ("Accession number", "AccessionNumber"))
+
+
+def identity(path) -> dict[str, str]:
+    """{label: text} of IDENTITY from a DICOM file's header ("" where a tag is absent); {} for a file that is
+    not DICOM or cannot be read. For the report's page only: these are never logged."""
+    from edge.imaging import ImageError, read_dicom_header, printable
+
+    try:
+        ds = read_dicom_header(path)
+    except (ImageError, OSError):
+        return {}
+    out = {}
+    for label, keyword in IDENTITY:
+        value = ds.get(keyword, "") or ""
+        text = _person(value) if keyword == "PatientName" else _date(str(value)) if "Date" in keyword else str(value)
+        out[label] = printable(text.strip(), limit=120)
+    return out
+
+
+def _person(name) -> str:
+    """DICOM PN 'Doe^Jane^M' -> 'Doe, Jane M' (family name first, as a clinic files it)."""
+    parts = [p.strip() for p in str(name).split("=")[0].split("^")]
+    family, rest = parts[0], " ".join(p for p in parts[1:3] if p)
+    return f"{family}, {rest}" if family and rest else family or rest
+
+
+def _date(text: str) -> str:
+    """DICOM DA '20140102' -> '2014-01-02'; anything else as written."""
+    text = text.strip()
+    return f"{text[:4]}-{text[4:6]}-{text[6:]}" if re.fullmatch(r"\d{8}", text) else text
+
+
+def plain_source(source: str) -> str:
+    """Where a value came from, in a reader's words: 'DICOM PatientSex' -> 'from the DICOM (PatientSex)',
+    '--age' -> 'given by the user'; text already in plain words ('given on the form') as it is."""
+    if source.startswith("--"):
+        return "given by the user"
+    if source.startswith("DICOM "):
+        return f"from the DICOM ({source[6:]})"
+    m = re.fullmatch(r"(.+) line (\d+)", source)
+    if m:
+        return f"from the patients list {m.group(1)}, line {m.group(2)}"
+    return source
+
+
+def plain_note(note: str) -> str:
+    """A note without the commands and document paths meant for the operator ('(run python -m ...)', 'see
+    docs/...'): the reader of a report cannot act on them."""
+    note = re.sub(r"\s*\((?:run |see )[^)]*\)", "", note)
+    return re.sub(r";?\s*see docs/[^\s)]+", "", note)
 
 
 def years_months(months: float | None) -> str:
@@ -99,9 +156,20 @@ def model_lines(bundle) -> list[str]:
     return out
 
 
-def render(pred, bundle, image: np.ndarray | None = None, heat: Image.Image | None = None) -> str:
+def patient_rows(patient: dict | None) -> str:
+    """The patient table: IDENTITY as the DICOM gives it, or a line saying the image file names no patient."""
+    if not patient:
+        return _row("Patient", "not named in the image file (not a DICOM): write the name on the printout")
+    cells = [f"<th>{html.escape(label)}</th><td>{html.escape(patient.get(label) or 'not in the DICOM')}</td>"
+             for label, _ in IDENTITY]
+    return "".join(f"<tr>{''.join(cells[k:k + 3])}</tr>" for k in range(0, len(cells), 3))  # 3 a line: one page
+
+
+def render(pred, bundle, image: np.ndarray | None = None, heat: Image.Image | None = None,
+           patient: dict | None = None, made: dt.datetime | None = None) -> str:
     """One page for one Prediction (with its clinical fields). image: the radiograph in [0, 1]; heat: its
-    overlay (edge.clinical.heatmap.overlay)."""
+    overlay (edge.clinical.heatmap.overlay); patient: identity() of the DICOM it came from; made: the
+    report's date (now)."""
     sex = pred.given_sex or ("" if pred.sex_uncertain else pred.sex)
     interval = ("" if pred.interval_low_months is None else
                 f" ({pred.interval_level:.0%} interval {pred.interval_low_months:.0f}-{pred.interval_high_months:.0f}"
@@ -114,16 +182,18 @@ def render(pred, bundle, image: np.ndarray | None = None, heat: Image.Image | No
         _row("Bone age", f"<b>{pred.bone_age_months:.0f} months ({years_months(pred.bone_age_months)})</b>"
                          f"{html.escape(interval)}"),
         _row("Chronological age", "not given" if pred.chronological_age_months is None else
-             f"{pred.chronological_age_months:.1f} months ({years_months(pred.chronological_age_months)}); from "
-             f"{html.escape(pred.age_source)}"),
+             f"{pred.chronological_age_months:.1f} months ({years_months(pred.chronological_age_months)}), "
+             f"{html.escape(plain_source(pred.age_source))}"),
         _row("Bone age - chronological age", _fmt(pred.delay_months, "+.1f", " months")),
         _row("SDS (Greulich-Pyle)", _fmt(pred.sds, "+.2f")),
         _row("Category", html.escape(pred.category or "-")),
         _row("Sex given", html.escape(pred.given_sex or "not given")
-             + (f" (from {html.escape(pred.given_sex_source)})" if pred.given_sex_source else "")),
+             + (f", {html.escape(plain_source(pred.given_sex_source))}" if pred.given_sex_source else "")),
         _row("Sex as the image reads", html.escape(seen)),
     ]
-    notes = [n for n in (pred.warning, pred.context_note) if n]
+    notes = [plain_note(n) for n in (pred.warning, pred.context_note) if n]
+    if pred.corrections:
+        notes.append(f"input corrected before the estimate: {pred.corrections}")
     pictures = []
     if image is not None:
         scale = 360 / max(image.shape)
@@ -135,11 +205,14 @@ def render(pred, bundle, image: np.ndarray | None = None, heat: Image.Image | No
         pictures.append(f'<figure><img src="{_png_uri(heat)}" alt="occlusion heatmap"><figcaption>what drove the '
                         'estimate (occlusion: brighter = the estimate changed more when that area was hidden)'
                         '</figcaption></figure>')
-    model = "".join(f"<li>{html.escape(m)}</li>" for m in model_lines(bundle))
+    name = Path(pred.file).name  # the file's name only: a folder path can name a patient or a clinic's share
+    model = "".join(f"<li>{html.escape(m)}</li>" for m in [*model_lines(bundle), f"run on {pred.backend} "
+                                                           f"{pred.precision}"])
+    made = (made or dt.datetime.now()).strftime("%Y-%m-%d %H:%M")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
-<title>Bone age estimate: {html.escape(Path(pred.file).name)}</title>
+<title>Bone age estimate: {html.escape(name)}</title>
 <style>
 @page {{ size: A4; margin: 12mm; }}
 body {{ font-family: "DejaVu Sans", Arial, sans-serif; font-size: 11pt; color: #111; max-width: 190mm; margin: 0 auto; }}
@@ -150,18 +223,19 @@ h1 {{ font-size: 15pt; margin: 0 0 2mm; }} h2 {{ font-size: 11pt; margin: 4mm 0 
 figcaption {{ font-size: 8pt; max-width: 62mm; color: #444; }}
 .cols {{ display: flex; gap: 5mm; align-items: flex-start; }}
 table {{ border-collapse: collapse; }} th {{ text-align: left; font-weight: normal; color: #444; padding: 1mm 3mm 1mm 0; }}
-td {{ padding: 1mm 0; }} .notes li {{ color: #8a4b00; }} .small {{ font-size: 8.5pt; color: #333; }}
+td {{ padding: 1mm 0; }} table.patient {{ margin-bottom: 3mm; }} table.patient td {{ padding-right: 6mm; font-weight: bold; }} .notes li {{ color: #8a4b00; }} .small {{ font-size: 8.5pt; color: #333; }}
 </style></head><body>
 <h1>Bone age estimate</h1>
-<div class="small">File: {html.escape(pred.file)} &middot; {html.escape(pred.backend)} {html.escape(pred.precision)}</div>
+<div class="small">Image file: {html.escape(name)} &middot; report made {made}</div>
 <div class="banner">{html.escape(RESEARCH_USE)}</div>
+<table class="patient">{patient_rows(patient)}</table>
 <div class="pics">{''.join(pictures)}</div>
 <div class="cols"><div><h2>Result</h2><table>{''.join(rows)}</table></div>
 <div><h2>Bone age against age (Greulich-Pyle &plusmn;2 SD, {html.escape(sex or 'sex unknown')})</h2>
 {chart_svg(pred, sex)}</div></div>
 {'<h2>Warnings</h2><ul class="notes">' + ''.join(f'<li>{html.escape(n)}</li>' for n in notes) + '</ul>' if notes else ''}
 <h2>Model</h2><ul class="small">{model}</ul>
-<p class="small">Reference: {html.escape(reference.CITATION)}. SDS = (bone age - chronological age) / SD of the
+<p class="small">Reference: {html.escape(plain_note(reference.CITATION))}. SDS = (bone age - chronological age) / SD of the
 reference at that age and sex; delayed below -2 SD, advanced above +2 SD. The interval is a split-conformal
 prediction interval fitted on the model's validation images; it holds on average over images like RSNA's,
 not for every child.</p>
@@ -170,7 +244,8 @@ not for every child.</p>
 
 
 def write_report(pred, bundle, out_dir, image=None, heat=None, name: str | None = None) -> Path:
+    """DIR/<name>.report.html for a Prediction of a file on disk (its DICOM header names the patient)."""
     out = Path(out_dir) / f"{name or Path(pred.file).stem}.report.html"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(pred, bundle, image, heat), encoding="utf-8")
+    out.write_text(render(pred, bundle, image, heat, patient=identity(pred.file)), encoding="utf-8")
     return out
