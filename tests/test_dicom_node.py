@@ -1,15 +1,17 @@
 """The DICOM node end to end on loopback: a real hand radiograph DICOM (built from a bundled sample) is stored
 to the node by real clients (pynetdicom, and dcmtk's storescu where installed); the Structured Report arrives at
-a test SCP and is read back field by field (and validated by dciodvfy where installed)."""
+a test SCP and is read back field by field (and validated by dciodvfy). Access and resilience: the AE titles
+checked, refusals logged, idle connections timed out without blocking C-ECHO. Sources lacking attributes and
+compressed transfer syntaxes: test_dicom_node_sources.py; the outbound queue: test_dicom_node_outbox.py."""
 from __future__ import annotations
 
+import json
+import logging
 import queue
-import shutil
 import socket
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import pytest
@@ -26,9 +28,10 @@ from pynetdicom.sop_class import DigitalXRayImageStorageForPresentation, Verific
 
 from edge.runtime import default_bundle_path  # noqa: E402
 from edge.serve.dicom_node import IMAGE_CLASSES, DicomNode, Peer  # noqa: E402
+from edge.serve.outbox import Outbox  # noqa: E402
 from edge.serve.service import Service  # noqa: E402
 from edge.serve.sr import read_sr  # noqa: E402
-from dicom_fixtures import radiograph_dataset, write  # noqa: E402
+from dicom_fixtures import dciodvfy_errors, dcmtk, radiograph_dataset, require_tool, write  # noqa: E402
 
 SAMPLE = sorted((default_bundle_path() / "samples").glob("*.png"))[1]
 WAIT_S = 30
@@ -60,17 +63,17 @@ def receiver():
 @pytest.fixture
 def node(service, receiver, tmp_path):
     n = DicomNode(service, ae_title="BONEAGE", allowed_callers=["MODALITY", "STORESCU"], send_to=receiver[0],
-                  sr_dir=tmp_path / "sr").start("127.0.0.1", 0)
+                  sr_dir=tmp_path / "sr", queue_dir=tmp_path / "outbox").start("127.0.0.1", 0)
     yield n
     n.stop()
 
 
-def _associate(node, calling="MODALITY", contexts=IMAGE_CLASSES):
+def _associate(node, calling="MODALITY", contexts=IMAGE_CLASSES, called="BONEAGE"):
     ae = AE(ae_title=calling)
     for uid in contexts:
         ae.add_requested_context(uid, ExplicitVRLittleEndian)
     ae.add_requested_context(Verification)
-    return ae.associate("127.0.0.1", node.port, ae_title="BONEAGE")
+    return ae.associate("127.0.0.1", node.port, ae_title=called)
 
 
 def _store(node, ds, calling="MODALITY"):
@@ -100,7 +103,7 @@ def test_store_answers_with_a_structured_report(node, receiver, service, tmp_pat
     _check_sr(sr, ds, want, service.model.bundle.meta)
     on_disk = list((tmp_path / "sr").glob("*.dcm"))
     assert [p.stem for p in on_disk] == [sr.SOPInstanceUID]
-    _dciodvfy_clean(on_disk[0])
+    assert not dciodvfy_errors(on_disk[0])
 
 
 def _check_sr(sr, ds, want, meta: dict) -> None:
@@ -133,40 +136,24 @@ def _check_sr(sr, ds, want, meta: dict) -> None:
     assert fields["Bone age minus chronological age"] == (pytest.approx(fields["Bone age"][0] - age, abs=0.02), "mo")
     assert fields["Bone age category"] in ("Delayed", "Within", "Advanced")
     assert "Bone age standard deviation score (Greulich-Pyle)" in fields
-
-
-def _dciodvfy_clean(path: Path) -> None:
-    """dciodvfy (dicom3tools) finds no error; warnings about the local coding scheme are expected."""
-    if not shutil.which("dciodvfy"):
-        warnings.warn("dciodvfy (Debian dicom3tools) not installed: the SR was not validated by it")
-        return
-    out = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
-    errors = [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
-    assert not errors, errors
-
-
-def _dcmtk(tool: str) -> str | None:
-    """dcmtk's tool, not pynetdicom's app of the same name that a virtualenv puts first on PATH."""
-    for folder in ("/usr/bin", "/usr/local/bin"):
-        path = Path(folder) / tool
-        if path.is_file():
-            out = subprocess.run([str(path), "--version"], capture_output=True, text=True)
-            if "dcmtk" in (out.stdout + out.stderr).lower():
-                return str(path)
-    return None
+    # The summary says the same numbers in words; the warnings are the record's (none for this sample).
+    bone_age = f"({fields['Bone age'][0]:.0f} mo)"
+    assert fields["Summary"].startswith("Bone age ") and bone_age in fields["Summary"]
+    assert f"read against sex {want.given_sex}" in fields["Summary"] if want.given_sex else "sex-blind" in \
+        fields["Summary"]
+    assert (want.warning in fields["Warning"]) if want.warning else not any(
+        w.startswith("given sex") for w in fields.get("Warning", []))
 
 
 def test_dcmtk_storescu(node, receiver, service, tmp_path):
-    storescu = _dcmtk("storescu")
-    if not storescu:
-        pytest.skip("dcmtk's storescu not installed (Debian package dcmtk)")
+    storescu = require_tool(dcmtk("storescu"), "dcmtk's storescu", "dcmtk")
     source = write(radiograph_dataset(SAMPLE, "DX"), tmp_path / "hand.dcm")
     out = subprocess.run([storescu, "-aet", "STORESCU", "-aec", "BONEAGE", "127.0.0.1", str(node.port), str(source)],
                          capture_output=True, text=True, timeout=WAIT_S)
     assert out.returncode == 0, out.stdout + out.stderr
     _, sr = receiver[1].get(timeout=WAIT_S)
     _check_sr(sr, pydicom.dcmread(source), service.model.predict(source, sex="M"), service.model.bundle.meta)
-    echoscu = _dcmtk("echoscu")
+    echoscu = dcmtk("echoscu")
     assert subprocess.run([echoscu, "-aet", "STORESCU", "-aec", "BONEAGE", "127.0.0.1", str(node.port)],
                           timeout=WAIT_S).returncode == 0
 
@@ -218,29 +205,38 @@ def test_node_needs_a_destination(service):
 
 
 def test_absent_destination_does_not_stop_the_node(service, tmp_path):
-    """The PACS is down: the image is still answered (the SR is in --sr-dir) and the node carries on."""
+    """The PACS is down: the image is still answered (the SR is in --sr-dir and queued) and the node carries on."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
-    n = DicomNode(service, send_to=Peer("DOWN", "127.0.0.1", closed), sr_dir=tmp_path / "sr").start("127.0.0.1", 0)
+    n = DicomNode(service, send_to=Peer("DOWN", "127.0.0.1", closed), sr_dir=tmp_path / "sr",
+                  queue_dir=tmp_path / "q").start("127.0.0.1", 0)
     try:
         for _ in range(2):
             assert _store(n, radiograph_dataset(SAMPLE, "DX")).Status == 0x0000
         assert len(list((tmp_path / "sr").glob("*.dcm"))) == 2
+        assert len(n.outbox.items()) == 2
     finally:
         n.stop()
 
 
-def test_edge_serve_runs_the_node(tmp_path):
-    """`edge-serve --no-web --dicom-port N --sr-dir D --allow-ae A` as a clinic would start it."""
+def test_edge_serve_runs_the_node(tmp_path, receiver):
+    """`edge-serve --no-web --dicom-port N --dicom-host H --sr-dir D --allow-ae A --send-to P --queue-dir Q` as a
+    clinic would start it, with its PACS down: the report waits in the queue, and is sent once the PACS is up,
+    after edge-serve was stopped and the queue picked up again (a restart)."""
     from conftest import REPO, repo_env
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    port, down = ports
     log = tmp_path / "serve.log"
     proc = subprocess.Popen([sys.executable, "-m", "edge.cli.serve", "--no-web", "--dicom-port", str(port),
-                             "--ae-title", "HANDS", "--allow-ae", "MODALITY", "--sr-dir", str(tmp_path / "sr")],
+                             "--dicom-host", "127.0.0.1", "--ae-title", "HANDS", "--allow-ae", "MODALITY",
+                             "--sr-dir", str(tmp_path / "sr"), "--send-to", f"TESTPACS@127.0.0.1:{down}",
+                             "--queue-dir", str(tmp_path / "q")],
                             cwd=REPO, env=repo_env(), stdout=log.open("w"), stderr=subprocess.STDOUT)
     try:
         ae = AE(ae_title="MODALITY")
@@ -255,9 +251,18 @@ def test_edge_serve_runs_the_node(tmp_path):
         sr = pydicom.dcmread(next((tmp_path / "sr").glob("*.dcm")))
         assert read_sr(sr)["source"] == ds.SOPInstanceUID
         assert "DICOM node HANDS on 127.0.0.1" in log.read_text()
+        queued = list((tmp_path / "q").iterdir())
+        assert len(queued) == 1 and queued[0].suffix == ".dcm"
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    outbox = Outbox(tmp_path / "q", receiver[0], "HANDS").start()  # the next start, the PACS now up
+    try:
+        caller, got = receiver[1].get(timeout=WAIT_S)
+        assert caller == "HANDS" and got.SOPInstanceUID == sr.SOPInstanceUID
+    finally:
+        outbox.stop()
+    assert not list((tmp_path / "q").iterdir())
     bad = subprocess.run([sys.executable, "-m", "edge.cli.serve", "--dicom-port", "0"], cwd=REPO, env=repo_env(),
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--sr-dir" in bad.stderr and "Traceback" not in bad.stderr
@@ -275,3 +280,99 @@ def test_unwritable_report_folder_is_a_failure_status(service, tmp_path):
         assoc.release()
     finally:
         n.stop()
+
+
+def test_sr_carries_the_warnings(node, receiver, service, tmp_path):
+    """A boy's radiograph sent as a girl's: the SR says so, as edge-infer does; a sample the network reads with
+    P(male) near 0.5: the SR says the sex call is uncertain (where the bundle's calibration says so)."""
+    boy = radiograph_dataset(SAMPLE, "DX", sex="F")
+    assert _store(node, boy).Status == 0x0000
+    fields = read_sr(receiver[1].get(timeout=WAIT_S)[1])
+    want = service.model.predict(write(boy, tmp_path / "boy.dcm"), sex="F")
+    assert want.warning.startswith("given sex female, but the image reads as male")
+    assert want.warning in fields["Warning"]
+    assert fields["Sex the bone age was read against"] == "Female" and fields["Sex as seen in the image"] == "Male"
+    assert "read against sex female" in fields["Summary"] and "reads as male" in fields["Summary"]
+
+    unsure = radiograph_dataset(sorted(SAMPLE.parent.glob("*.png"))[0], "DX", sex="F")
+    data = write(unsure, tmp_path / "unsure.dcm").read_bytes()
+    record = service.predict([("unsure.dcm", data)])[0]  # in clinical context, as the node reads it
+    assert _store(node, unsure).Status == 0x0000
+    fields = read_sr(receiver[1].get(timeout=WAIT_S)[1])
+    assert any("uncertain" in w for w in fields.get("Warning", [])) == record.sex_uncertain
+    assert not any(w.startswith("given sex") for w in fields.get("Warning", []))
+
+
+# ---------------------------------------------------------------- access and resilience
+
+
+def test_wrong_called_ae_title_is_refused_and_logged(node, caplog):
+    """A refusal leaves one log line: calling AE, peer address, reason; never anything about a patient."""
+    with caplog.at_level(logging.WARNING, logger="edge.serve.dicom"):
+        assert _associate(node, called="OTHERNODE").is_rejected
+        assert _associate(node, calling="INTRUDER").is_rejected
+        assert _associate(node).is_established  # the right titles still get in (released by the server's end)
+    lines = [r.getMessage() for r in caplog.records if "association refused" in r.getMessage()]
+    assert len(lines) == 2, lines
+    assert "'MODALITY' from 127.0.0.1:" in lines[0] and "called AE title 'OTHERNODE' is not this node's" in lines[0]
+    assert "'INTRUDER' from 127.0.0.1:" in lines[1] and "calling AE title not allowed" in lines[1]
+
+
+def test_idle_connections_neither_block_echo_nor_linger(service, tmp_path):
+    """Twelve raw TCP connections that never send a byte (a port scanner, a half-open peer): C-ECHO by dcmtk's
+    echoscu still answers at once, and the node drops them after its timeout. Over the association limit a
+    request is refused at once, never left waiting."""
+    echoscu = require_tool(dcmtk("echoscu"), "dcmtk's echoscu", "dcmtk")
+    n = DicomNode(service, sr_dir=tmp_path / "sr", timeout_s=3, max_associations=14).start("127.0.0.1", 0)
+    idle = [socket.create_connection(("127.0.0.1", n.port)) for _ in range(12)]
+    try:
+        t0 = time.monotonic()
+        echo = subprocess.run([echoscu, "-to", "10", "-aec", "BONEAGE", "127.0.0.1", str(n.port)],
+                              capture_output=True, text=True, timeout=WAIT_S)
+        assert echo.returncode == 0 and time.monotonic() - t0 < 3, echo.stderr
+        more = [socket.create_connection(("127.0.0.1", n.port)) for _ in range(3)]  # now 15 > 14
+        idle += more
+        over = subprocess.run([echoscu, "-to", "10", "-aec", "BONEAGE", "127.0.0.1", str(n.port)],
+                              capture_output=True, text=True, timeout=WAIT_S)
+        assert over.returncode != 0 and "Local Limit Exceeded" in over.stdout + over.stderr
+        idle[0].settimeout(10)
+        t0 = time.monotonic()
+        assert idle[0].recv(1) == b""  # closed by the node (ACSE timeout), not by this end
+        assert time.monotonic() - t0 < 6
+        time.sleep(0.5)
+        assert subprocess.run([echoscu, "-to", "10", "-aec", "BONEAGE", "127.0.0.1", str(n.port)],
+                              capture_output=True, timeout=WAIT_S).returncode == 0
+    finally:
+        for s in idle:
+            s.close()
+        n.stop()
+
+
+def test_health_shows_the_queue(service, tmp_path):
+    """/v1/health: the outbound queue's length, its oldest report's age, the last error; no patient data."""
+    from fastapi.testclient import TestClient
+
+    from edge.serve.web import create_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    n = DicomNode(service, send_to=Peer("DOWN", "127.0.0.1", closed), queue_dir=tmp_path / "q", timeout_s=2)
+    n.outbox.first_retry_s = 0.2
+    n.start("127.0.0.1", 0)
+    try:
+        ds = radiograph_dataset(SAMPLE, "DX", patient_name="Doe^Jane", patient_id="PID-77")
+        assert _store(n, ds).Status == 0x0000
+        client = TestClient(create_app(service, token="secret", outbox_status=n.outbox.status))
+        deadline = time.monotonic() + WAIT_S
+        while not (health := client.get("/v1/health").json())["dicom_outbox"]["last_error"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        queue_ = health["dicom_outbox"]
+        assert queue_["queued"] == 1 and 0 <= queue_["oldest_age_s"] < WAIT_S and queue_["sent"] == 0
+        assert f"127.0.0.1:{closed}" in queue_["last_error"]
+        text = json.dumps(health)
+        assert not any(v in text for v in ("Doe", "PID-77", "20140102", "ACC1", ds.StudyInstanceUID))
+    finally:
+        n.stop()
+    assert TestClient(create_app(service)).get("/v1/health").json() == {"status": "ok"}

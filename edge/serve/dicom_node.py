@@ -1,33 +1,36 @@
-"""A DICOM node (pynetdicom): C-ECHO, and C-STORE of CR / DX / Secondary Capture hand images, each answered with
-a Structured Report (edge.serve.sr) sent by C-STORE to a destination and/or written to a folder.
+"""A DICOM node (pynetdicom): C-ECHO, and C-STORE of CR / DX / Secondary Capture hand images in every transfer
+syntax the reader decodes here, each answered with a Structured Report (edge.serve.sr) queued on disk and sent
+by C-STORE to a destination (edge.serve.outbox), and/or written to a folder.
 
 A dataset the node cannot read, or an image the runtime cannot assess, gets a failure status (0xC000, with the
-reason in Error Comment) on the storing association; the node itself carries on. SRs are sent by one worker
-thread, so a slow or absent destination never holds up a storing modality.
+reason in Error Comment) on the storing association; the node itself carries on. The called AE title is checked,
+refused associations are logged (calling AE, peer address, reason), and timeouts with a cap on concurrent
+associations keep idle or half-open connections from blocking the others.
 """
 from __future__ import annotations
 
 import io
 import logging
 import os
-import queue
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import AllTransferSyntaxes
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import (ComputedRadiographyImageStorage, DigitalXRayImageStorageForPresentation,
                                   DigitalXRayImageStorageForProcessing, SecondaryCaptureImageStorage, Verification)
 
-from edge.runtime import Failure
+from edge.runtime import Failure, Rejected
+from edge.serve.outbox import Outbox
 from edge.serve.service import Service
 from edge.serve.sr import build_sr
 
 IMAGE_CLASSES = (ComputedRadiographyImageStorage, DigitalXRayImageStorageForPresentation,
                  DigitalXRayImageStorageForProcessing, SecondaryCaptureImageStorage)
 CANNOT_UNDERSTAND = 0xC000
+TIMEOUT_S = 30  # the longest wait for a peer's next message (ACSE, DIMSE, network idle) before giving it up
+MAX_ASSOCIATIONS = 32  # concurrent; beyond it a request is refused at once ("local limit exceeded")
 NO_DESTINATION = ("the DICOM node needs somewhere to put its reports: --send-to AE@host:port and/or "
                   "--sr-dir FOLDER")
 log = logging.getLogger("edge.serve.dicom")
@@ -53,31 +56,53 @@ class Peer:
         return peer
 
 
+def readable_transfer_syntaxes() -> list[str]:
+    """The transfer syntaxes the runtime's reader (pydicom, edge.imaging) decodes here: the uncompressed ones and
+    each compressed one whose pydicom decoder has an installed plugin (Pillow, pyjpegls, pylibjpeg, GDCM...)."""
+    from pydicom.pixels.decoders.base import get_decoder
+
+    readable = []
+    for uid in AllTransferSyntaxes:
+        try:
+            if get_decoder(uid).is_available:
+                readable.append(uid)
+        except NotImplementedError:  # no pydicom decoder at all (MPEG, HEVC...)
+            pass
+    return readable
+
+
 class DicomNode:
     def __init__(self, service: Service, ae_title: str = "BONEAGE", allowed_callers=None,
-                 send_to: Peer | None = None, sr_dir=None):
+                 send_to: Peer | None = None, sr_dir=None, queue_dir=None, timeout_s: float = TIMEOUT_S,
+                 max_associations: int = MAX_ASSOCIATIONS):
+        """queue_dir: the outbound queue's folder (needed with send_to; edge.serve.outbox)."""
         if not send_to and not sr_dir:
             raise ValueError(NO_DESTINATION)
-        self.service, self.ae_title, self.send_to = service, ae_title, send_to
+        if send_to and not queue_dir:
+            raise ValueError("--send-to needs a folder for the outbound queue (--queue-dir)")
+        self.service, self.ae_title, self.allowed = service, ae_title, list(allowed_callers or [])
         self.sr_dir = Path(sr_dir) if sr_dir else None
         if self.sr_dir:
             self.sr_dir.mkdir(parents=True, exist_ok=True)
+        self.outbox = Outbox(queue_dir, send_to, ae_title, timeout_s) if send_to else None
         model = service.model_info()
         self.model = {"name": model["name"], "version": model["version"]}
         self.ae = AE(ae_title=ae_title)
         self.ae.add_supported_context(Verification)
         for sop_class in IMAGE_CLASSES:
-            self.ae.add_supported_context(sop_class)
-        if allowed_callers:
-            self.ae.require_calling_aet = list(allowed_callers)
-        self._outbox: queue.Queue = queue.Queue()
-        self._sender = threading.Thread(target=self._send_loop, name="edge-serve-sr-sender", daemon=True)
+            self.ae.add_supported_context(sop_class, readable_transfer_syntaxes())
+        self.ae.require_calling_aet = self.allowed
+        self.ae.require_called_aet = True
+        self.ae.acse_timeout = self.ae.dimse_timeout = self.ae.network_timeout = timeout_s
+        self.ae.maximum_associations = max_associations
         self._server = None
 
     def start(self, host: str = "127.0.0.1", port: int = 11112):
-        self._sender.start()
+        if self.outbox:
+            self.outbox.start()
         self._server = self.ae.start_server((host, port), block=False, evt_handlers=[
-            (evt.EVT_C_ECHO, lambda event: 0x0000), (evt.EVT_C_STORE, self._on_store)])
+            (evt.EVT_C_ECHO, lambda event: 0x0000), (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_REJECTED, self._on_rejected)])
         return self
 
     @property
@@ -85,12 +110,23 @@ class DicomNode:
         return self._server.server_address[1]
 
     def stop(self) -> None:
-        """Stop listening, then send what is still queued."""
+        """Stop listening and sending; reports not yet sent stay queued on disk for the next start."""
         if self._server is not None:
             self._server.shutdown()
-        self._outbox.put(None)
-        if self._sender.is_alive():
-            self._sender.join()
+        if self.outbox:
+            self.outbox.stop()
+
+    def _on_rejected(self, event) -> None:
+        requestor = event.assoc.requestor
+        called = getattr(requestor.primitive, "called_ae_title", "")
+        if self.allowed and requestor.ae_title not in self.allowed:
+            reason = "calling AE title not allowed (--allow-ae)"
+        elif called != self.ae_title:
+            reason = f"called AE title {called!r} is not this node's ({self.ae_title})"
+        else:
+            reason = f"more than {self.ae.maximum_associations} associations at once"
+        log.warning("association refused: calling AE %r from %s:%s: %s", requestor.ae_title, requestor.address,
+                    requestor.port, reason)
 
     def _on_store(self, event) -> int | Dataset:
         try:
@@ -102,42 +138,25 @@ class DicomNode:
             return _failure(f"cannot read the dataset ({type(e).__name__})")
         try:
             return self._answer(ds, data.getvalue(), event.assoc.requestor.ae_title)
-        except Exception as e:  # unforeseen (a full disk for --sr-dir, ...): a failure status, the node goes on
+        except Exception as e:  # unforeseen (a full disk for the queue or --sr-dir...): a failure, the node goes on
             log.error("C-STORE from %s: %s", event.assoc.requestor.ae_title, type(e).__name__)
             return _failure(f"cannot answer the image ({type(e).__name__})")
 
     def _answer(self, ds: Dataset, data: bytes, caller: str) -> int | Dataset:
         result = self.service.predict([(f"{ds.get('SOPInstanceUID', 'image')}.dcm", data)])[0]
-        if isinstance(result, Failure):  # unreadable, or refused by the input check (edge.quality)
+        if isinstance(result, Rejected):  # the input check's reason is about the pixels, never the patient
+            log.warning("C-STORE from %s: image refused by the input check: %s", caller, result.error)
+            return _failure(result.error)
+        if isinstance(result, Failure):  # unreadable, or a bad tag
             # The reason can quote the file's own tags (a birth date): it goes back to the sender, not to the log.
             log.warning("C-STORE from %s: image not assessed (reason in the response's Error Comment)", caller)
             return _failure(result.error)
         sr = build_sr(result, ds, self.model)
         if self.sr_dir:
             _write_atomic(sr, self.sr_dir / f"{sr.SOPInstanceUID}.dcm")
-        if self.send_to:
-            self._outbox.put(sr)
+        if self.outbox:
+            self.outbox.put(sr)  # on disk before the modality hears Success
         return 0x0000
-
-    def _send_loop(self) -> None:
-        while (sr := self._outbox.get()) is not None:
-            try:
-                self._send(sr)
-            except Exception as e:  # the node keeps running; the report is still in --sr-dir if given
-                log.error("could not send a report to %s: %s", self.send_to.ae_title, e)
-
-    def _send(self, sr: Dataset) -> None:
-        ae = AE(ae_title=self.ae_title)
-        ae.add_requested_context(sr.SOPClassUID, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-        assoc = ae.associate(self.send_to.host, self.send_to.port, ae_title=self.send_to.ae_title)
-        if not assoc.is_established:
-            raise ConnectionError(f"association with {self.send_to.host}:{self.send_to.port} not established")
-        try:
-            status = assoc.send_c_store(sr)
-        finally:
-            assoc.release()
-        if not status or status.Status != 0x0000:
-            raise ConnectionError(f"C-STORE answered {status.Status:#06x}" if status else "no C-STORE response")
 
 
 def _failure(reason: str) -> Dataset:
