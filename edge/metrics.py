@@ -7,6 +7,7 @@ that is off by a constant number of months must score lower, and ICC(3,1) (consi
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 
 import numpy as np
 
@@ -54,14 +55,10 @@ def auc(y, score) -> float:
 
 
 def _average_ranks(a: np.ndarray) -> np.ndarray:
-    order = np.argsort(a, kind="mergesort")
-    sorted_a = a[order]
-    starts = np.r_[0, np.flatnonzero(np.diff(sorted_a)) + 1]
-    ends = np.r_[starts[1:], len(a)]
-    ranks = np.empty(len(a))
-    for s, e in zip(starts, ends):
-        ranks[order[s:e]] = (s + e + 1) / 2  # 1-based average rank of the tie group
-    return ranks
+    """1-based ranks, ties given their group's average rank (vectorised: the paired bootstrap calls it 2,000 times)."""
+    _, inverse, counts = np.unique(a, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    return ((2 * ends - counts + 1) / 2)[inverse.ravel()]
 
 
 def cohen_kappa(y, label) -> tuple[float, float]:
@@ -80,6 +77,17 @@ def cohen_kappa(y, label) -> tuple[float, float]:
     var0 = (pe + pe ** 2 - float(np.sum(rows * cols * (rows + cols)))) / ((1 - pe) ** 2 * n)
     z = kappa / math.sqrt(var0) if var0 > 0 else float("inf")
     return float(kappa), float(math.erfc(abs(z) / math.sqrt(2)))
+
+
+def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson's score interval of a binomial proportion k/n (Wilson 1927): unlike the normal approximation it
+    stays inside [0, 1] and keeps its coverage near 0 and 1 and on small n."""
+    if n <= 0:
+        return 0.0, 1.0
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    p, z2 = k / n, z * z
+    centre, half = (p + z2 / (2 * n)) / (1 + z2 / n), z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def point_metrics(age_true, age_pred, male_true, p_male, threshold: float = 0.5) -> dict:

@@ -43,19 +43,23 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as e:  # ImageError is a ValueError
         print(f"edge-eval: error: {e}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as e:  # the runtime install has no torch: say what to install
+        from edge.cli.extras import exit_missing
+
+        return exit_missing(e, "edge-eval")
     except KeyboardInterrupt:
         print("edge-eval: interrupted", file=sys.stderr)
         return 130
 
 
 def _main(argv=None) -> int:
+    args = parse_args(argv)  # before torch is imported: --help works in the runtime install
     from edge.labels import read_labels
     from edge.verify import (age_given_sex, breakdown, format_breakdown, format_selection, held_out,
                              preprocess_labelled, read_split_file)
     from models.checkpoint import load_model
     from models.train import predict_outputs
 
-    args = parse_args(argv)
     if args.plot:
         from edge.plots import require_matplotlib
         require_matplotlib()  # before the long part, not after it

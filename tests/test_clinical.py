@@ -284,8 +284,29 @@ def test_coverage_gate_passes_calibrated_and_fails_overconfident_intervals():
     shrunk = {"intervals": intervals.fit_all(est, None, est + (truth - est) * 0.7)}  # residuals 30% too small
     bad = check(shrunk, truth2, np.zeros(3000), outputs)
     assert not bad["passed"] and bad["intervals"]["sex_blind"]["coverage"] < 0.85
+    assert any(f.startswith("overall: ") and f.endswith("too narrow, below 88%") for f in bad["intervals"]["sex_blind"]["failures"])
     few = check(shrunk, truth2[:50], np.zeros(50), {k: v[:50] for k, v in outputs.items()})
-    assert few["passed"]  # 50 images: reported, too few to gate
+    assert not few["passed"]  # 72% of 50: even 50 images show it (Wilson 58-83%)
+    wide = check({"intervals": intervals.fit_all(est, None, est + (truth - est) * 1.5)}, truth2, np.zeros(3000), outputs)
+    assert wide["passed"] and wide["intervals"]["sex_blind"]["notes"][0].startswith("overall: 98.0% (95% CI 97.5%-98.5%")
+
+
+def test_coverage_is_judged_two_sided_on_its_wilson_interval():
+    # Issue 33: 93% coverage on 200 images was a FAIL ("wider than needed"). Now: narrow only when the binomial
+    # interval lies wholly below nominal - tolerance, wide (a note) only when wholly above nominal + tolerance.
+    from statsmodels.stats.proportion import proportion_confint
+
+    from edge.clinical.evaluate import coverage_verdict
+
+    for n in (20, 200, 1240):
+        for k in range(n + 1):
+            lo, hi = proportion_confint(k, n, alpha=0.05, method="wilson")
+            ci, verdict = coverage_verdict(k, n, 0.9, 0.02)
+            assert ci == pytest.approx([lo, hi], abs=1e-12)
+            assert verdict == ("narrow" if hi < 0.88 else "wide" if lo > 0.92 else ""), (k, n)
+    assert coverage_verdict(186, 200, 0.9, 0.02)[1] == ""  # the issue's 93% of 200
+    assert coverage_verdict(168, 200, 0.9, 0.02)[1] == "" and coverage_verdict(165, 200, 0.9, 0.02)[1] == "narrow"
+    assert coverage_verdict(1200, 1240, 0.9, 0.02)[1] == "wide"
 
 
 def test_a_sex_group_too_small_for_the_level_falls_back_to_its_band():
