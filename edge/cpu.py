@@ -33,12 +33,10 @@ def int8_dot_product(cpuinfo: str | None = None) -> bool:
     return any(features.get(name) for name in _NUMPY_FEATURES)
 
 
-def auto_precision(inputs: int | None = None) -> str:
-    """ "int8" where INT8 runs faster than FP32 here, else "fp32". inputs: how many images the caller will run,
-    when it knows. One image gets FP32 on every CPU: it runs on ONNX Runtime, the quickest backend to load
-    (edge.formats.auto_order), whose INT8 does not pay; OpenVINO would also compile its INT8 model about a second
-    longer than FP32 on an AVX2 CPU without VNNI (`edge-infer IMAGE` on an AVX2 EPYC Zen 3: OpenVINO INT8 2.3-2.6 s,
-    OpenVINO FP32 1.4-1.6 s, ONNX Runtime FP32 0.73-0.96 s; docs/THROUGHPUT.md)."""
-    if inputs == 1 or not int8_dot_product():
-        return "fp32"
-    return "int8"
+def auto_precision() -> str:
+    """ "int8" where INT8 runs faster than FP32 here, else "fp32": decided by the CPU alone, never by how many images
+    a run has, because INT8 and FP32 are two models whose answers differ (by up to 7 months on a test image, 0.8 on
+    average, with a given sex): one image alone must read as it does in a folder, on the page or the DICOM node
+    (docs/ARCHITECTURE.md, "One answer per radiograph"). What that costs one image: OpenVINO INT8 loads in place of
+    ONNX Runtime FP32, `edge-infer IMAGE` 1.1-1.3 s instead of 0.5-0.6 s on the AVX-512 VNNI EPYC (2026-12-07)."""
+    return "int8" if int8_dot_product() else "fp32"

@@ -49,9 +49,12 @@ FORMATS: dict[str, Format] = {
 AUTO_ORDER = ("tensorrt", "openvino", "onnxruntime")
 # One image (`edge-infer IMAGE`, a PACS hook): the backend that is ready first. ONNX Runtime loads the bundled model
 # in 0.26 s against OpenVINO's 1.00 s (AVX2-only EPYC) and 0.12 against 0.35 s (AVX-512 VNNI EPYC), the edge-bench
-# "load s" column; that is far more than OpenVINO's faster call saves on one image (7 ms here: INT8 20.2 against
-# 27.1 ms, benchmarks/results/bench-default-avx2.txt; none on the VNNI one). The precision follows: edge.cpu.
-ONE_IMAGE_ORDER = ("onnxruntime", "openvino", "tensorrt")
+# "load s" column. It decides only among backends of the same answer: the precision is the CPU's, whatever the number
+# of images (edge.cpu), so where INT8 is chosen its only paying backend, OpenVINO, serves one image as it serves a
+# folder, and ONNX Runtime serves one image only in FP32, where it and OpenVINO agree to 0.001 months. TensorRT stays
+# first, as in AUTO_ORDER: a GPU machine answers one image as it answers a folder ("One answer per radiograph",
+# docs/ARCHITECTURE.md).
+ONE_IMAGE_ORDER = ("tensorrt", "onnxruntime", "openvino")
 
 
 def auto_order(inputs: int | None = None) -> tuple[str, ...]:

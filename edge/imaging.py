@@ -57,8 +57,8 @@ def to_unit(img: np.ndarray) -> np.ndarray:
 
 
 def decode_radiograph(path) -> np.ndarray:
-    """A file -> 2-D array: uint8 for 8-bit sources (so they can be resized in Pillow's 8-bit mode, exactly as
-    the RSNA sets were made, and cheaply), else float32 in [0, 1] (16-bit PNG, DICOM)."""
+    """A file -> 2-D array: uint8 for 8-bit sources and every DICOM (to_8bit), so they are resized in Pillow's
+    8-bit mode, exactly as the RSNA sets were made, and cheaply; else float32 in [0, 1] (16-bit PNG, TIFF)."""
     path = Path(path)
     check_file(path)
     try:
@@ -225,13 +225,12 @@ def _pydicom(path: Path):
 
 def _decode_dicom(path: Path) -> np.ndarray:
     pydicom = _pydicom(path)
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     head = read_dicom_header(path)
     ts = head.file_meta.get("TransferSyntaxUID")
     frames = _check_dicom_size(path, head)
     try:
-        ds = pydicom.dcmread(path)
+        ds = parsed(pydicom.dcmread(path))
     except Exception as e:
         raise ImageError(path, f"not a readable DICOM file ({_first_line(e)})") from None
     if "PixelData" not in ds:
@@ -249,16 +248,51 @@ def _decode_dicom(path: Path) -> np.ndarray:
         pixels = pixels[0]  # multi-frame: a radiograph has one frame, take the first
     if pixels.ndim == 3:
         pixels = pixels.mean(axis=-1)
-    try:
-        a = apply_modality_lut(pixels, ds).astype(np.float32)  # rescale slope/intercept
-        if "WindowCenter" in ds or "VOILUTSequence" in ds:
-            a = apply_voi_lut(a, ds, prefer_lut=True).astype(np.float32)
-    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:  # e.g. a RescaleSlope that is no number
-        raise ImageError(path, f"DICOM rescale or window values are unusable ({_first_line(e)})") from None
-    a = _minmax(a)
+    a = to_8bit(_displayed_values(path, pixels, ds))
     if ds.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
-        a = 1.0 - a  # MONOCHROME1: high values are dark; bone must be bright as in training
+        a = 255 - a  # MONOCHROME1: high values are dark; bone must be bright as in training
     return a
+
+
+def _displayed_values(path: Path, pixels: np.ndarray, ds) -> np.ndarray:
+    """Stored values -> the values the file says to display: modality LUT (rescale slope/intercept), then the
+    VOI LUT, else the first window (pydicom's linear/sigmoid windowing, output range of BitsStored)."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    try:
+        a = apply_modality_lut(pixels, ds)
+        if "WindowCenter" in ds or "VOILUTSequence" in ds:
+            a = apply_voi_lut(a, ds, prefer_lut=True)
+        return np.asarray(a, dtype=np.float64)
+    except Exception as e:  # e.g. a RescaleSlope that is no number, a LUT shorter than it says
+        raise ImageError(path, f"DICOM rescale or window values are unusable ({_first_line(e)})") from None
+
+
+def to_8bit(a: np.ndarray) -> np.ndarray:
+    """The one mapping of a DICOM's displayed values onto the 8-bit range the network was trained on (RSNA's
+    8-bit images). Whole numbers within 0-255 are kept as they are, so an 8-bit DICOM decodes to exactly the
+    array a PNG of the same pixels does and takes the same 8-bit path from there (input check, resize). Any
+    other range (12/16-bit, a rescale, a window's output) is stretched linearly from its minimum to its maximum
+    onto 0-255 and rounded: per-image z-scoring makes the stretch itself irrelevant, and 8 bits are what training
+    saw (docs/ARCHITECTURE.md, "One answer per radiograph")."""
+    if a.dtype == np.uint8:
+        return a
+    a = np.asarray(a, dtype=np.float64)
+    whole = np.round(a)
+    if np.isfinite(a).all() and whole.min() >= 0 and whole.max() <= 255 and np.abs(a - whole).max() <= 1e-3:
+        return whole.astype(np.uint8)
+    return np.round(_minmax(a) * np.float32(255)).astype(np.uint8)
+
+
+def parsed(ds):
+    """`ds` (and its file meta) with every element's value converted now. pydicom converts a value on first
+    access, so a damaged value representation (an unknown VR in PatientSex, in the transfer syntax element)
+    would raise wherever that tag is first read; converted here, inside the reader's own error handling, it is
+    the file's one-line error instead."""
+    for part in (getattr(ds, "file_meta", None), ds):
+        for _ in part.iterall() if part is not None else ():
+            pass
+    return ds
 
 
 def read_dicom_header(path):
@@ -271,19 +305,18 @@ def read_dicom_header(path):
     if _transfer_syntax(path, pydicom) == pydicom.uid.DeflatedExplicitVRLittleEndian:
         _check_inflated_size(path)
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
+        return parsed(pydicom.dcmread(path, stop_before_pixels=True))
     except Exception as e:  # pydicom raises many types for malformed files (zlib.error, struct.error, ...)
         raise ImageError(path, f"not a readable DICOM file ({_first_line(e)})") from None
 
 
 def _transfer_syntax(path: Path, pydicom):
     try:
-        meta = pydicom.filereader.read_file_meta_info(path)
+        return parsed(pydicom.filereader.read_file_meta_info(path)).get("TransferSyntaxUID")
     except pydicom.errors.InvalidDicomError:
         raise ImageError(path, "not a DICOM file (no 'DICM' marker after the 128-byte preamble)") from None
     except Exception as e:
         raise ImageError(path, f"not a readable DICOM file (damaged file meta information: {_first_line(e)})") from None
-    return meta.get("TransferSyntaxUID")
 
 
 def _is_compressed(ts) -> bool:

@@ -1,6 +1,7 @@
 """BoneAgeModel: load a bundle, pick a backend, predict bone age and sex from radiographs."""
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -11,6 +12,8 @@ import numpy as np
 
 from edge.backends import BackendUnavailable, backend_class
 from edge.bundle import Bundle, BundleError, load_bundle
+from edge.clinical.context import DEFAULT_LEVEL, annotate, fitted
+from edge.clinical.patient import Patient, PatientError, age_between, check_age, parse_age, parse_date, patients_for
 from edge.config import InputSpec
 from edge.cpu import auto_precision
 from edge.formats import FORMATS, PRECISIONS, auto_order, get_format
@@ -189,15 +192,17 @@ class BoneAgeModel:
         """bundle: a bundle directory or a loaded Bundle (default: the one shipped with the package).
         backend: "auto" (fastest that is installed and works here; for one image, the quickest to load:
         edge.formats.auto_order), "openvino", "onnxruntime", "tensorrt".
-        precision: "int8", "fp32", or "auto": INT8 where the CPU has INT8 dot products, else FP32 (edge.cpu),
-        then the other precision if the preferred one has no working backend here (or no artifact); a backend
-        whose INT8 does not pay (edge.formats) runs it only when nothing runs FP32.
+        precision: "int8", "fp32", or "auto": INT8 where the CPU has INT8 dot products, else FP32 (edge.cpu; never
+        by the number of inputs, so one image reads as it does in a folder), then the other precision if the
+        preferred one has no working backend here (or no artifact); a backend whose INT8 does not pay
+        (edge.formats) runs it only when nothing runs FP32.
         The artifact's sha256 is checked against bundle.json; a mismatch is refused. check: run the
         bundled samples and refuse a backend whose outputs differ from the stored reference (edge.reference);
         "auto" then tries the next backend. quality_check: refuse or correct unusable images before every
         estimate (edge.quality); False bypasses it (results say "unchecked"). inputs: how many images this model
-        will run, when known (edge-infer knows): "auto" weighs the load against them (edge.formats, edge.cpu)."""
-        precisions = _precision_order(precision, inputs)
+        will run, when known (edge-infer knows): one image loads the quickest backend of the same precision
+        (edge.formats.auto_order)."""
+        precisions = _precision_order(precision)
         if backend != "auto":
             get_format(backend)  # an unknown name is a one-line error with a suggestion, never "not available"
         b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle if bundle is not None else default_bundle_path())
@@ -236,22 +241,36 @@ class BoneAgeModel:
         """Whether this model can take the patient's sex (it has an age head per sex)."""
         return self.bundle.config.sex_heads
 
-    def predict(self, source, sex=None) -> Prediction:
-        """One path or 2-D array -> Prediction. Raises ImageError (one-line message) for a bad file.
-        sex: the patient's sex ("F"/"M"), if known: bone age standards are sex-specific."""
-        result = self.predict_many([source], batch_size=1, sex=sex, workers=0)[0]
+    def predict(self, source, sex=None, age=None, birth_date=None, study_date=None,
+                interval_level: float = DEFAULT_LEVEL) -> Prediction:
+        """One path or 2-D array -> the Prediction edge-infer prints for it, clinical fields included. Raises
+        ImageError (one-line message) for a bad file or unusable DICOM patient tags. sex ("F"/"M"), age ("10y3m",
+        "123m", "10.25y", or a number of months) or birth_date + study_date (date or "YYYY-MM-DD"): the patient's,
+        if known; a DICOM file's own PatientSex and dates fill what is not given (edge.clinical.patient)."""
+        result = self.predict_many([source], batch_size=1, sex=sex, workers=0, age=age, birth_date=birth_date,
+                                   study_date=study_date, interval_level=interval_level)[0]
         if isinstance(result, BackendFailure):
             raise BackendUnavailable(f"{result.file}: {result.error}")  # the runtime failed, not the file
         if isinstance(result, Failure):
             raise ImageError(result.file, result.error)
         return result
 
-    def predict_many(self, sources, batch_size: int = 1, progress=None, sex=None,
-                     workers: int | None = None) -> list[Prediction | Failure]:
-        """Paths or arrays -> one Prediction or Failure each, in input order (predict_iter, collected).
-        `progress`, if given, is called with the number of inputs finished after each batch."""
-        results = []
-        for result in self.predict_iter(sources, batch_size, sex, workers):
+    def predict_many(self, sources, batch_size: int = 1, progress=None, sex=None, workers: int | None = None,
+                     age=None, birth_date=None, study_date=None,
+                     interval_level: float = DEFAULT_LEVEL) -> list[Prediction | Failure]:
+        """Paths or arrays -> one record each, in input order: the Prediction edge-infer prints (interval,
+        calibrated P(male), delay, SDS, category: edge.clinical.context.annotate) or a Failure. sex, age,
+        birth_date, study_date: one value for every input or a list with one per input (None where not known);
+        see predict(). `progress`, if given, is called with the number of inputs finished after each batch."""
+        sources = list(sources)
+        patients = _patients(sources, sex, age, birth_date, study_date)
+        sexes = [p.sex if isinstance(p, Patient) else "" for p in patients]
+        clinical, results = fitted(self.bundle), []
+        for result, patient in zip(self.predict_iter(sources, batch_size, sexes, workers), patients):
+            if isinstance(patient, PatientError):
+                result = Failure(result.file, str(patient))
+            elif isinstance(result, Prediction):
+                result = annotate(result, patient, clinical, interval_level)
             results.append(result)
             if progress and (len(results) % batch_size == 0 or len(results) == len(sources)):
                 progress(len(results))
@@ -345,13 +364,52 @@ class BoneAgeModel:
         return self.backend.run(x)
 
 
-def _precision_order(precision: str, inputs: int | None = None) -> list[str]:
+def _precision_order(precision: str) -> list[str]:
     if precision == "auto":
-        first = auto_precision(inputs)
+        first = auto_precision()
         return [first, *(p for p in PRECISIONS if p != first)]
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be auto or one of {', '.join(PRECISIONS)}; got {precision!r}")
     return [precision]
+
+
+def _patients(sources, sex, age, birth_date, study_date) -> list[Patient | PatientError]:
+    """Each input's Patient for the API: the values given (one for all inputs or one each) over a DICOM file's own
+    tags, by edge-infer's rule (edge.clinical.patient.patients_for): a tag that cannot be read fails its file
+    only when the age would come from it. A given value that cannot be read is the caller's ValueError."""
+    n = len(sources)
+    each = lambda v: list(v) if isinstance(v, (list, tuple)) else [v] * n  # noqa: E731
+    values = [each(v) for v in (sex, age, birth_date, study_date)]
+    for name, v in zip(("sex", "age", "birth_date", "study_date"), values):
+        if len(v) != n:
+            raise ValueError(f"{len(v)} values of {name} for {n} inputs: give one for all or one per input")
+    out = []
+    for src, s, a, born, seen in zip(sources, *values):
+        given = _given_patient(s, a, born, seen)
+        own = patients_for([src])[0] if not isinstance(src, np.ndarray) else Patient()
+        if isinstance(own, PatientError):
+            out.append(own if given.age_months is None else given)
+        else:
+            out.append(given.over(own))
+    return out
+
+
+def _given_patient(sex, age, birth_date, study_date) -> Patient:
+    months, source = None, ""
+    if age not in (None, "") and (birth_date or study_date):
+        raise ValueError("give the age or birth_date + study_date, not both")
+    if isinstance(age, (int, float)) and not isinstance(age, bool):
+        months, source = check_age(float(age), f"age {age} months"), "age argument"
+    elif age not in (None, ""):
+        months, source = parse_age(str(age)), "age argument"
+    elif birth_date or study_date:
+        if not (birth_date and study_date):
+            raise ValueError("give both birth_date and study_date (or the age)")
+        dates = [d if isinstance(d, dt.date) else parse_date(str(d), what)
+                 for d, what in ((birth_date, "birth_date"), (study_date, "study_date"))]
+        months, source = age_between(*dates, "birth_date + study_date"), "birth_date + study_date arguments"
+    sex = parse_sex(sex)
+    return Patient(months, source, sex, "sex argument" if sex else "")
 
 
 def sex_disagrees(given_male, p_male):

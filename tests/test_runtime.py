@@ -135,25 +135,32 @@ def test_int8_is_the_default_only_with_int8_dot_products(flags, vnni):
     assert int8_dot_product(f"processor\t: 0\nflags\t\t: {flags}\n") is vnni
 
 
-@pytest.mark.parametrize("flags, many", [("fpu avx avx2 fma", "int8"), ("avx2 avx512f avx512_vnni", "int8"),
+@pytest.mark.parametrize("flags, want", [("fpu avx avx2 fma", "int8"), ("avx2 avx512f avx512_vnni", "int8"),
                                         ("fpu sse4_2 avx", "fp32")])
-def test_auto_takes_fp32_for_one_image(flags, many, monkeypatch):
-    # One image runs on ONNX Runtime (quickest to load), whose INT8 does not pay; OpenVINO also compiles INT8 slowly.
+def test_auto_precision_is_the_cpus_whatever_the_number_of_images(flags, want, monkeypatch):
+    # INT8 and FP32 are two models: one image alone must get the precision it gets in a folder (one answer).
     from edge import cpu
 
     real = cpu.Path.read_text
     monkeypatch.setattr(cpu.Path, "read_text", lambda self, *a, **k: f"flags\t\t: {flags}\n"
                         if str(self) == "/proc/cpuinfo" else real(self, *a, **k))
-    assert (cpu.auto_precision(1), cpu.auto_precision(120), cpu.auto_precision()) == ("fp32", many, many)
+    assert cpu.auto_precision() == want
 
 
-def test_auto_loads_one_image_on_the_backend_that_is_ready_first(tiny_bundle, monkeypatch):
-    monkeypatch.setattr("edge.runtime.auto_precision", lambda inputs=None: "fp32" if inputs == 1 else "int8")
+@pytest.mark.parametrize("precision, one_image", [("fp32", "onnxruntime"), ("int8", "openvino")])
+def test_one_image_loads_the_quickest_backend_of_the_precision_a_folder_gets(tiny_bundle, tiny_images, monkeypatch,
+                                                                              precision, one_image):
+    # FP32: ONNX Runtime loads first, and its answers are OpenVINO's. INT8: ONNX Runtime's INT8 does not pay, so
+    # one image runs OpenVINO INT8 as a folder does, never ONNX Runtime FP32 (another model's answers).
+    monkeypatch.setattr("edge.runtime.auto_precision", lambda: precision)
     one = BoneAgeModel.load(tiny_bundle, inputs=1)
-    assert (one.backend_name, one.precision) == ("onnxruntime", "fp32")
-    for inputs in (None, 2, 120):  # a folder, a server: the fastest per image
+    assert (one.backend_name, one.precision) == (one_image, precision)
+    for inputs in (None, 2, 120):  # a folder, a server: the fastest per image, the same precision
         many = BoneAgeModel.load(tiny_bundle, inputs=inputs)
-        assert (many.backend_name, many.precision) == ("openvino", "int8")
+        assert (many.backend_name, many.precision) == ("openvino", precision)
+    alone = [one.predict(f).bone_age_months for f in tiny_images[:6]]
+    batch = [r.bone_age_months for r in many.predict_many(tiny_images[:6])]
+    np.testing.assert_allclose(alone, batch, atol=0.01)
     # an explicit backend is never overridden
     assert BoneAgeModel.load(tiny_bundle, backend="openvino", inputs=1).backend_name == "openvino"
 
@@ -417,7 +424,7 @@ def test_given_sex_reads_the_age_head_of_that_sex(tiny_bundle, timages):
     assert model.predict(timages[0], sex="M").bone_age_months == pytest.approx(by_sex[0, 1], rel=1e-5)
     with pytest.raises(ValueError, match="give F or M"):
         model.predict(timages[0], sex="x")
-    with pytest.raises(ValueError, match="3 sexes for 4 inputs"):
+    with pytest.raises(ValueError, match="3 values of sex for 4 inputs"):
         model.predict_many(timages[:4], sex=["F", "M", "F"])
 
 
