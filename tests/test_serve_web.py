@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import shutil
 import socket
@@ -109,6 +110,76 @@ def test_dicom_upload(client, service, tmp_path):
     assert got["chronological_age_months"] == pytest.approx(144.4, abs=0.1)  # ... and its dates give the age
 
 
+# Fields whose text says where a value came from: the form's words differ from edge-infer's by design.
+SOURCES = ("file", "ms", "age_source", "given_sex_source")
+
+
+def test_several_patients_in_one_request_each_equal_edge_infer(client, tmp_path, capsys):
+    """Four files, each with its own sex and age (given per file, from its DICOM tags, or the batch-wide values
+    for the one that has neither): each record equals edge-infer's on that file with that sex and age, clinical
+    fields included (edge-infer reads them from a patients CSV)."""
+    import json
+
+    from edge.cli.infer import main
+
+    dcm = write(radiograph_dataset(SAMPLES[1], "DX", sex="M"), tmp_path / "boy.dcm")  # 144.4 months, M
+    girl, boy, other = (tmp_path / n for n in ("girl.png", "boy.png", "other.png"))
+    for path, sample in ((girl, SAMPLES[0]), (boy, SAMPLES[2]), (other, SAMPLES[1])):
+        path.write_bytes(sample.read_bytes())
+    paths = [girl, dcm, boy, other]
+    form = {"file_sex": ["F", "", "M", ""], "file_age": ["15y", "", "9y6m", ""], "sex": "F", "age": "7y"}
+    got = client.post("/v1/predict", files=_files(*paths), data=form).json()["results"]
+    (tmp_path / "patients.csv").write_text("file,sex,age\ngirl.png,F,15y\nboy.png,M,9y6m\nother.png,F,7y\n")
+    assert main([*map(str, paths), "--patients", str(tmp_path / "patients.csv"), "--json", "--no-progress"]) == 0
+    want = json.loads(capsys.readouterr().out)
+    for g, w, path in zip(got, want, paths):
+        assert g["file"] == path.name and g.keys() == w.keys()
+        assert {k: v for k, v in g.items() if k not in SOURCES} == {k: v for k, v in w.items() if k not in SOURCES}
+    assert [(g["given_sex"], g["chronological_age_months"]) for g in got] == \
+        [("female", 180.0), ("male", 144.4), ("male", 114.0), ("female", 84.0)]
+    assert [g["age_source"] for g in got] == ["given on the form", "DICOM PatientBirthDate + StudyDate",
+                                              "given on the form", "given on the form for all files"]
+    assert len({g["sds"] for g in got}) == 4 and all(g["sds"] is not None for g in got)
+
+
+def test_a_value_for_one_file_overrides_its_dicom_and_a_batch_value_does_not(client, tmp_path):
+    """The rule of edge.serve.given: a value given for the file > the DICOM's own tag > a batch-wide value."""
+    dcm = write(radiograph_dataset(SAMPLES[1], "DX", sex="M"), tmp_path / "own.dcm")  # M, born 2014-01-02
+    form = {"file_sex": ["", "F", ""], "file_age": ["", "9y", ""], "file_birth_date": ["", "", "2016-01-15"],
+            "sex": "F", "age": "3y"}
+    kept, overridden, born = client.post("/v1/predict", files=_files(dcm, dcm, dcm), data=form).json()["results"]
+    assert (kept["given_sex"], kept["given_sex_source"]) == ("male", "DICOM PatientSex")  # not the batch's F
+    assert (kept["chronological_age_months"], kept["age_source"]) == (144.4, "DICOM PatientBirthDate + StudyDate")
+    assert (overridden["given_sex"], overridden["given_sex_source"]) == ("female", "given on the form")
+    assert (overridden["chronological_age_months"], overridden["age_source"]) == (108.0, "given on the form")
+    assert born["chronological_age_months"] == 120.0  # to the DICOM's StudyDate 2026-01-15
+    assert born["age_source"] == "birth date given on the form + DICOM StudyDate"
+
+
+def test_per_file_values_must_line_up_and_a_bad_one_fails_its_file_alone(client):
+    r = client.post("/v1/predict", files=_files(*SAMPLES[:2]), data={"file_age": ["10y"]})
+    assert r.status_code == 400 and r.json()["detail"].startswith("file_age: 1 value(s) for 2 file(s)")
+    r = client.post("/v1/predict", files=_files(*SAMPLES[:3]),
+                    data={"file_age": ["42", "", "10y"], "file_birth_date": ["", "2016-13-01", "2016-01-01"],
+                          "file_sex": ["", "X", ""]})
+    bad_age, bad_sex, both = r.json()["results"]
+    assert r.status_code == 200
+    assert bad_age["error"] == "given on the form: age '42': write it as 10y3m, 123m or 10.25y"
+    assert bad_sex["error"].startswith("given on the form: sex 'X'")
+    assert both["error"] == "given on the form: give the age or the birth date, not both"
+    r = client.post("/v1/predict", files=_files(SAMPLES[0]), data={"file_age": ["10y"], "age": "42"})
+    assert r.status_code == 422 and "age '42'" in r.json()["detail"]  # a batch-wide value is the request's
+
+
+def test_thumbnails_beside_the_records(client):
+    files = _files(SAMPLES[0]) + [("files", ("broken.png", b"not an image", "image/png"))]
+    answer = client.post("/v1/predict?thumbnails=1", files=files).json()
+    assert len(answer["results"]) == 2 and "thumbnail" not in str(answer["results"])
+    good, bad = answer["thumbnails"]
+    assert good.startswith("data:image/png;base64,") and bad is None
+    assert "thumbnails" not in client.post("/v1/predict", files=_files(SAMPLES[0])).json()
+
+
 def test_csv_has_edge_infer_columns(client, service):
     r = client.post("/v1/predict?format=csv", files=_files(SAMPLES[0]))
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
@@ -167,7 +238,7 @@ def test_health_model_openapi(client, service):
     assert model["input"]["height"] == service.model.spec.height
     spec = client.get("/openapi.json").json()
     form = spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
-    assert {"files", "sex", "age"} <= form["properties"].keys()
+    assert {"files", "sex", "age", "file_sex", "file_age", "file_birth_date"} <= form["properties"].keys()
     assert {"/v1/health", "/v1/model", "/v1/report"} <= spec["paths"].keys()
     assert client.get("/docs").status_code == 404  # Swagger UI would load scripts from a CDN
     assert "<form" in client.get("/").text
@@ -191,6 +262,25 @@ def test_report(client, service):
     assert f"{want['bone_age_months']:.0f} months" in r.text and "132.0 months" in r.text  # bone age, age given
     assert "research use" in r.text.lower()
     assert SAMPLES[1].name in r.text and 'alt="occlusion heatmap"' in r.text
+    assert "not named in the image file" in r.text  # a PNG names no patient
+
+
+def test_report_names_the_patient_from_the_dicom(client, tmp_path):
+    """The report of a DICOM: its patient and study, the report's date, sources in plain words, no path."""
+    import datetime as dt
+
+    dcm = write(radiograph_dataset(SAMPLES[1], "DX", patient_id="P-0042", patient_name="Doe^Jane", sex="F"),
+                tmp_path / "hand.dcm")
+    page = client.post("/v1/report", files=_files(dcm), data={"file_age": ["11y"]}).text
+    for label, value in [("Name", "Doe, Jane"), ("Patient ID", "P-0042"), ("Birth date", "2014-01-02"),
+                         ("Study date", "2026-01-15"), ("Accession number", "ACC1")]:
+        assert f"<th>{label}</th><td>{value}</td>" in page
+    assert f"report made {dt.date.today():%Y-%m-%d}" in page
+    assert "132.0 months (11 y 0 m), given on the form" in page and "female, from the DICOM (PatientSex)" in page
+    assert "/proc/" not in page and "--" not in page.split("<body>")[1] and "docs/" not in page
+
+
+def test_report_refuses_what_gives_no_estimate(client):
     bad = client.post("/v1/report", files=[("files", ("broken.png", b"nope", "image/png"))])
     assert bad.status_code == 422 and bad.json()["detail"].startswith("broken.png: ")
     assert client.post("/v1/predict", files=_files(SAMPLES[1]), data={"age": "42"}).status_code == 422
@@ -256,6 +346,18 @@ def test_access_log_carries_no_file_names(server):
     assert "127.0.0.1:" in log and "0.0.0.0" not in log
 
 
+def test_logs_name_no_patient_of_a_dicom(server, tmp_path):
+    """A DICOM's patient reaches the record and the report, never the server's output."""
+    dcm = write(radiograph_dataset(SAMPLES[0], "DX", patient_id="SECRET-ID-77", patient_name="Roe^Richard"),
+                tmp_path / "x.dcm")
+    assert httpx.post(server.url + "/v1/predict", files=_files(dcm), timeout=60).status_code == 200
+    report = httpx.post(server.url + "/v1/report", files=_files(dcm), timeout=120)
+    assert report.status_code == 200 and "Roe, Richard" in report.text and "SECRET-ID-77" in report.text
+    time.sleep(0.5)
+    log = server.output()
+    assert "POST /v1/report" in log and "Roe" not in log and "SECRET-ID-77" not in log and "20140102" not in log
+
+
 def test_concurrent_requests_share_one_model(server, service, tmp_path):
     """8 clients at once, each answer equal to BoneAgeModel.predict on its own file (no mix-up, no error)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -308,52 +410,89 @@ def _browser(download_dir: Path):
     return webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver), options=options)
 
 
-def test_page_in_headless_chromium(server, service, tmp_path):
+def _card_text(months: float) -> str:
+    """The page's "13 y 6 m (162 mo)" (JavaScript's Math.round: halves up)."""
+    t = math.floor(months + 0.5)
+    return f"{t // 12} y {t % 12} m ({t} mo)"
+
+
+def test_page_in_headless_chromium(server, tmp_path):
+    """Two patients in one batch, a girl (PNG, sex and age typed for her file) and a boy (DICOM, his own tags),
+    with batch-wide values that must change neither: each card shows its own values, equal to the API's record
+    for that file (itself equal to edge-infer's: test_several_patients_in_one_request_each_equal_edge_infer)."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as seen
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
+    girl = tmp_path / "girl.png"
+    girl.write_bytes(SAMPLES[0].read_bytes())
+    boy = write(radiograph_dataset(SAMPLES[1], "DX", patient_id="EX-0001", patient_name="Example^Child"),
+                tmp_path / "boy.dcm")
+    want = httpx.post(server.url + "/v1/predict", files=_files(girl, boy), timeout=120,
+                      data={"file_sex": ["F", ""], "file_age": ["14y", ""]}).json()["results"]
     browser = _browser(tmp_path)
     try:
         browser.get(server.url + "/")
-        wait = WebDriverWait(browser, 60)
-        wait.until(lambda b: service.model_info()["name"] in b.find_element(By.ID, "model").text)
-        hands = SAMPLES[1:3]  # two boys' radiographs
-        browser.find_element(By.ID, "files").send_keys("\n".join(str(p) for p in hands))
+        wait = WebDriverWait(browser, 90)
+        wait.until(lambda b: "mean absolute error" in b.find_element(By.ID, "model").text)
+        browser.find_element(By.ID, "files").send_keys(f"{girl}\n{boy}")
         # Drop the same files on the drop zone (a real drop event carrying the File objects) instead.
         browser.execute_script("""
             const input = document.getElementById("files"), moved = new DataTransfer();
             [...input.files].forEach((f) => moved.items.add(f));
             input.value = "";
             document.getElementById("drop").dispatchEvent(new DragEvent("drop", {dataTransfer: moved}));""")
-        assert browser.find_element(By.ID, "chosen").text == ", ".join(p.name for p in hands)
+        rows = browser.find_elements(By.CSS_SELECTOR, "#chosen tbody tr")
+        assert [r.find_element(By.CSS_SELECTOR, ".name").text for r in rows] == ["girl.png", "boy.dcm"]
         assert not browser.execute_script('return document.getElementById("files").files.length')
-        Select(browser.find_element(By.ID, "sex")).select_by_value("M")
-        browser.find_element(By.ID, "age").send_keys("10y")
+        Select(rows[0].find_element(By.CSS_SELECTOR, ".file-sex")).select_by_value("F")
+        rows[0].find_element(By.CSS_SELECTOR, ".file-age").send_keys("14y")
+        Select(browser.find_element(By.ID, "sex")).select_by_value("F")  # for files giving none: here, none
+        browser.find_element(By.ID, "age").send_keys("3y")
+        shot(browser, tmp_path / "web-page-form.png")
         browser.find_element(By.ID, "run").click()
-        wait.until(seen.presence_of_all_elements_located((By.CSS_SELECTOR, ".result .bone-age")))
-        shown = browser.find_elements(By.CSS_SELECTOR, ".result .bone-age")
-        assert len(shown) == 2
-        for element, path in zip(shown, hands):
-            want = service.model.predict(path, sex="M").bone_age_months  # BoneAgeModel on the same file
-            assert element.text == f"{want:.1f}"
-            assert float(element.get_attribute("data-months")) == round(want, 1)
-        fields = {e.get_attribute("data-field") for e in browser.find_elements(By.CSS_SELECTOR, ".result tr")}
-        assert {"bone_age_months", "p_male", "given_sex", "backend", "chronological_age_months"} <= fields
+        wait.until(lambda b: "2 file(s) done" in b.find_element(By.ID, "status").text)
+        cards = browser.find_elements(By.CSS_SELECTOR, ".card")
+        assert [c.get_attribute("data-file") for c in cards] == ["girl.png", "boy.dcm"]
+        for card, w in zip(cards, want):
+            item = lambda key: card.find_element(By.CSS_SELECTOR, f'tr[data-item="{key}"] td').text  # noqa: E731
+            shown = card.find_element(By.CSS_SELECTOR, ".bone-age")
+            assert shown.text == _card_text(w["bone_age_months"])
+            assert float(shown.get_attribute("data-months")) == w["bone_age_months"]
+            assert item("age").startswith(_card_text(w["chronological_age_months"]))
+            assert item("sds") == f"{w['sds']:+.2f}".replace("-", "\u2212")
+            assert item("sex").startswith(w["given_sex"] + ", ")
+            low, high = round(w["interval_low_months"]), round(w["interval_high_months"])
+            assert item("interval").startswith("90% interval: ") and item("interval").endswith(f"({low}–{high} mo)")
+            assert card.find_element(By.CSS_SELECTOR, "img.thumb").get_attribute("src").startswith("data:image/png")
+            assert not card.find_element(By.CSS_SELECTOR, 'tr[data-field="backend"]').is_displayed()  # in details
+        girl_card, boy_card = cards
+        assert "given on the form" in girl_card.text and "female" in girl_card.text and "14 y 0 m" in girl_card.text
+        assert "from the DICOM (PatientBirthDate + StudyDate)" in boy_card.text and "12 y 0 m (144 mo)" in boy_card.text
+        boy_card.find_element(By.CSS_SELECTOR, "summary").click()
+        assert boy_card.find_element(By.CSS_SELECTOR, 'tr[data-field="backend"]').is_displayed()
         browser.find_element(By.ID, "download-csv").click()
         csv_file = tmp_path / "bone-age.csv"
-        WebDriverWait(browser, 30).until(lambda b: csv_file.exists() and csv_file.stat().st_size > 0)
+        WebDriverWait(browser, 60).until(lambda b: csv_file.exists() and csv_file.stat().st_size > 0)
         rows = list(csv.DictReader(csv_file.open()))
-        assert [r["file"] for r in rows] == [p.name for p in hands]
-        browser.find_element(By.CSS_SELECTOR, ".result button.report").click()
-        report = tmp_path / f"{hands[0].stem}-report.html"
-        WebDriverWait(browser, 60).until(lambda b: report.exists() and report.stat().st_size > 0)
-        assert "Bone age estimate" in report.read_text()
+        assert [(r["file"], r["given_sex"], float(r["chronological_age_months"])) for r in rows] == \
+            [("girl.png", "female", 168.0), ("boy.dcm", "male", 144.4)]
+        boy_card.find_element(By.CSS_SELECTOR, "button.report").click()
+        report = tmp_path / "boy-report.html"
+        WebDriverWait(browser, 90).until(lambda b: report.exists() and report.stat().st_size > 0)
+        assert "<th>Name</th><td>Example, Child</td>" in report.read_text()
         browser.execute_script("window.scrollTo(0, 0)")
-        shot = tmp_path / "web-page.png"
-        browser.save_screenshot(str(shot))
-        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        if os.environ.get("EDGE_UPDATE_SCREENSHOT"):  # refresh the README's picture: EDGE_UPDATE_SCREENSHOT=1
-            shutil.copy(shot, REPO / "docs" / "img" / "web-page.png")
+        shot(browser, tmp_path / "web-page.png")
+        if os.environ.get("EDGE_UPDATE_SCREENSHOT"):  # the report as Chromium shows it, for docs/CLINICAL.md
+            browser.set_window_size(900, 1250)
+            browser.get(report.as_uri())
+            shot(browser, tmp_path / "report-example.png")
     finally:
         browser.quit()
+
+
+def shot(browser, path: Path) -> None:
+    """A screenshot; with EDGE_UPDATE_SCREENSHOT=1 it replaces docs/img's picture of that name."""
+    browser.save_screenshot(str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if os.environ.get("EDGE_UPDATE_SCREENSHOT"):
+        shutil.copy(path, REPO / "docs" / "img" / path.name)

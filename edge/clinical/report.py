@@ -83,10 +83,17 @@ def years_months(months: float | None) -> str:
     return f"{y} y {m} m"
 
 
-def _png_uri(img: Image.Image) -> str:
+def png_uri(img: Image.Image) -> str:
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=True)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def picture(image: np.ndarray, longest: int) -> Image.Image:
+    """A radiograph in [0, 1] as an 8-bit picture whose longer side is `longest` pixels."""
+    scale = longest / max(image.shape)
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    return Image.fromarray((np.clip(image, 0, 1) * 255).astype(np.uint8)).resize(size, Image.Resampling.BILINEAR)
 
 
 def chart_svg(pred, sex: str, width: int = 340, height: int = 260) -> str:
@@ -196,13 +203,11 @@ def render(pred, bundle, image: np.ndarray | None = None, heat: Image.Image | No
         notes.append(f"input corrected before the estimate: {pred.corrections}")
     pictures = []
     if image is not None:
-        scale = 360 / max(image.shape)
-        size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
-        gray = Image.fromarray((np.clip(image, 0, 1) * 255).astype(np.uint8)).resize(size, Image.Resampling.BILINEAR)
-        pictures.append(f'<figure><img src="{_png_uri(gray)}" alt="radiograph"><figcaption>radiograph'
+        gray = picture(image, 360)
+        pictures.append(f'<figure><img src="{png_uri(gray)}" alt="radiograph"><figcaption>radiograph'
                         '</figcaption></figure>')
     if heat is not None:
-        pictures.append(f'<figure><img src="{_png_uri(heat)}" alt="occlusion heatmap"><figcaption>what drove the '
+        pictures.append(f'<figure><img src="{png_uri(heat)}" alt="occlusion heatmap"><figcaption>what drove the '
                         'estimate (occlusion: brighter = the estimate changed more when that area was hidden)'
                         '</figcaption></figure>')
     name = Path(pred.file).name  # the file's name only: a folder path can name a patient or a clinic's share

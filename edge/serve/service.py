@@ -16,10 +16,12 @@ from pathlib import Path
 from edge import output
 from edge.clinical import heatmap, report
 from edge.clinical.context import in_context
-from edge.clinical.patient import Patient, PatientError, patients_for
+from edge.clinical.patient import Patient, PatientError
 from edge.imaging import decode_radiograph, to_unit
 from edge.preprocess import to_model_input
 from edge.runtime import BoneAgeModel, Failure, Prediction
+from edge.serve import given
+from edge.serve.given import Given
 
 
 class Service:
@@ -34,17 +36,19 @@ class Service:
     def load(cls, bundle=None, backend="auto", precision="auto", threads=None) -> "Service":
         return cls(BoneAgeModel.load(bundle, backend=backend, precision=precision, threads=threads))
 
-    def predict(self, uploads: list[tuple[str, bytes]], sex=None, age=None) -> list[Prediction | Failure]:
+    def predict(self, uploads: list[tuple[str, bytes]], sex=None, age=None,
+                per_file: list[Given] | None = None) -> list[Prediction | Failure]:
         """[(file name as the user named it, file bytes)] -> one record each, in order, named by that name, in
-        clinical context (edge.clinical). sex, age: the patient's, if known (for every upload; a DICOM file's
-        own PatientSex and dates are used where they are not given). A bad age is a ValueError."""
+        clinical context (edge.clinical). per_file: what the form gives for each upload; sex, age: for the whole
+        batch, filling only what neither per_file nor a DICOM's own tags give (edge.serve.given). A bad
+        batch-wide value is a ValueError."""
         names = [safe_name(name) for name, _ in uploads]
         with memory_files([data for _, data in uploads]) as paths:
-            results = self._predict_paths(paths, sex, age)
+            results = self._predict_paths(paths, sex, age, per_file)
             return [_renamed(r, path, name) for r, path, name in zip(results, paths, names)]
 
-    def _predict_paths(self, paths: list[str], sex, age) -> list[Prediction | Failure]:
-        patients = patients_for(paths, age=age, sex=sex or "")
+    def _predict_paths(self, paths: list[str], sex, age, per_file=None) -> list[Prediction | Failure]:
+        patients = given.patients(paths, per_file, Given(sex or "", age or ""))
         known = [p if isinstance(p, Patient) else None for p in patients]
         # Batch 1 in the calling thread: a request's files are few, and a pool of decode threads per request
         # would only compete with the other requests' threads.
@@ -53,18 +57,20 @@ class Service:
                    for r, p, path in zip(results, patients, paths)]
         return in_context(results, known, self.model.bundle)
 
-    def report(self, upload: tuple[str, bytes], sex=None, age=None) -> str:
-        """One upload -> the printable HTML page of edge.clinical.report (radiograph, occlusion heatmap, context).
-        A file that gives no estimate is a ValueError naming it."""
+    def report(self, upload: tuple[str, bytes], sex=None, age=None, per_file: Given | None = None) -> str:
+        """One upload -> the printable HTML page of edge.clinical.report (radiograph, occlusion heatmap, context,
+        the patient and study a DICOM names). A file that gives no estimate is a ValueError naming it."""
         name = safe_name(upload[0])
         with memory_files([upload[1]]) as [path]:
-            result = _renamed(self._predict_paths([path], sex, age)[0], path, name)
+            result = _renamed(self._predict_paths([path], sex, age, per_file and [per_file])[0], path, name)
             if isinstance(result, Failure):
                 raise ValueError(f"{name}: {result.error}")
             decoded = decode_radiograph(path)  # as the estimate decoded it: the map explains that very input
+            patient = report.identity(path)
         heat = heatmap.occlusion_map(self.model, to_model_input(decoded, self.model.spec), result.given_sex)
         image = to_unit(decoded)
-        return report.render(result, self.model.bundle, image, heatmap.overlay(image, heat, self.model.spec))
+        return report.render(result, self.model.bundle, image, heatmap.overlay(image, heat, self.model.spec),
+                             patient=patient)
 
     def model_info(self) -> dict:
         """Bundle name, version, backend, input spec and the measured accuracy stored in bundle.json."""

@@ -1,8 +1,11 @@
 """The local web page and JSON API over one shared model (edge.serve.service).
 
-POST /v1/predict  multipart: files (one or more PNG/JPEG/DICOM), sex (F/M, optional), age (optional, as the
-                  clinical module reads it); ?format=csv for the CSV that edge-infer writes
-POST /v1/report   multipart: one file (+ sex, age) -> the printable HTML report of edge.clinical.report
+POST /v1/predict  multipart: files (one or more PNG/JPEG/DICOM); per file, optional and lined up with files by
+                  index: file_sex, file_age, file_birth_date (one value per file, "" for none); for the whole
+                  batch: sex, age, which fill only what neither the file's own value nor its DICOM tags give
+                  (edge.serve.given); ?format=csv for the CSV that edge-infer writes; ?thumbnails=1 adds a
+                  small picture of each image as the model read it
+POST /v1/report   multipart: one file (+ the same fields) -> the printable HTML report of edge.clinical.report
 GET  /v1/health, GET /v1/model, GET /openapi.json, GET / (the page)
 
 Nothing is written to disk (uploads stay in memory, edge.serve.service) and nothing about a patient is logged:
@@ -21,10 +24,13 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from edge.output import CsvSink, record
 from edge.runtime import parse_sex
-from edge.serve.service import Service
+from edge.serve.given import Given
+from edge.serve.service import Service, memory_files
 
 MAX_UPLOAD_MB = 64  # one request's body; a hand DICOM is a few tens of MB at most
 MAX_FILES = 50
+PER_FILE = {"file_sex": "sex", "file_age": "age", "file_birth_date": "birth_date"}  # form field -> Given's
+THUMB_PX = 160  # a card's thumbnail, longer side
 
 _FORM_SCHEMA = {  # the multipart body, for the OpenAPI description (the endpoint parses the form itself)
     "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
@@ -32,8 +38,18 @@ _FORM_SCHEMA = {  # the multipart body, for the OpenAPI description (the endpoin
         "properties": {
             "files": {"type": "array", "items": {"type": "string", "format": "binary"},
                       "description": "PNG, JPEG or DICOM radiographs of one hand"},
-            "sex": {"type": "string", "enum": ["F", "M", ""], "description": "the patient's sex, if known"},
-            "age": {"type": "string", "description": "chronological age, e.g. 10y3m, 123m, 10.25y (if known)"}}}}}}}
+            "file_sex": {"type": "array", "items": {"type": "string", "enum": ["F", "M", ""]},
+                         "description": "each file's patient's sex, one per file in the order of files ('' for "
+                                        "none); overrides a DICOM's PatientSex"},
+            "file_age": {"type": "array", "items": {"type": "string"},
+                         "description": "each file's chronological age (10y3m, 123m, 10.25y; '' for none), one per "
+                                        "file; overrides a DICOM's dates"},
+            "file_birth_date": {"type": "array", "items": {"type": "string"},
+                                "description": "each file's birth date (YYYY-MM-DD; '' for none), one per file: the "
+                                               "age on the DICOM's StudyDate, else today"},
+            "sex": {"type": "string", "enum": ["F", "M", ""],
+                    "description": "for files whose own field and DICOM tags give no sex"},
+            "age": {"type": "string", "description": "for files whose own field and DICOM tags give no age"}}}}}}}
 
 
 def create_app(service: Service, token: str | None = None, max_upload_mb: float = MAX_UPLOAD_MB,
@@ -71,29 +87,33 @@ def create_app(service: Service, token: str | None = None, max_upload_mb: float 
 
     @app.post("/v1/predict", dependencies=[Depends(authorised)], openapi_extra=_FORM_SCHEMA,
               responses={200: {"content": {"text/csv": {}}}})
-    async def predict(request: Request, format: str = "json"):
+    async def predict(request: Request, format: str = "json", thumbnails: bool = False):
         if format not in ("json", "csv"):
             raise HTTPException(422, "format must be json or csv")
-        uploads, sex, age = await _read_form(request, limit, max_files)
-        results = await run_in_threadpool(service.predict, uploads, sex, age)
+        uploads, sex, age, per_file = await _read_form(request, limit, max_files)
+        results = await run_in_threadpool(service.predict, uploads, sex, age, per_file)
         records = [record(r, service.output_info) for r in results]
         if format == "csv":
             return Response(csv_text(records), media_type="text/csv",
                             headers={"Content-Disposition": 'attachment; filename="bone-age.csv"'})
+        if thumbnails:  # beside the records, not in them: a record is what edge-infer writes
+            pictures = await run_in_threadpool(lambda: [thumbnail(data) for _, data in uploads])
+            return {"results": records, "thumbnails": pictures}
         return {"results": records}
 
     @app.post("/v1/report", dependencies=[Depends(authorised)], openapi_extra=_FORM_SCHEMA,
               response_class=HTMLResponse)
     async def report(request: Request):
-        uploads, sex, age = await _read_form(request, limit, 1)
-        html = await run_in_threadpool(service.report, uploads[0], sex, age)
+        uploads, sex, age, per_file = await _read_form(request, limit, 1)
+        html = await run_in_threadpool(service.report, uploads[0], sex, age, per_file[0])
         return HTMLResponse(html)
 
     return app
 
 
 async def _read_form(request: Request, limit: int, max_files: int):
-    """The multipart body, capped at `limit` bytes and held in memory -> ([(name, bytes)], sex, age)."""
+    """The multipart body, capped at `limit` bytes and held in memory -> ([(name, bytes)], sex, age,
+    [Given per file])."""
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise HTTPException(415, "send the files as multipart/form-data")
     if int(request.headers.get("content-length") or 0) > limit:
@@ -107,7 +127,8 @@ async def _read_form(request: Request, limit: int, max_files: int):
                 raise HTTPException(413, f"upload larger than {limit // 2**20} MB")
             yield chunk
 
-    parser = MultiPartParser(request.headers, capped(), max_files=max_files, max_fields=10)
+    parser = MultiPartParser(request.headers, capped(), max_files=max_files,
+                             max_fields=10 + len(PER_FILE) * max_files)
     parser.spool_max_size = limit + 1  # the body is capped above, so a file never spills to a temporary file
     try:
         form = await parser.parse()
@@ -122,7 +143,34 @@ async def _read_form(request: Request, limit: int, max_files: int):
         sex = parse_sex(form.get("sex"))
     except ValueError as e:
         raise HTTPException(422, str(e)) from None
-    return uploads, sex or None, (form.get("age") or "").strip() or None
+    return uploads, sex or None, (form.get("age") or "").strip() or None, per_file_values(form, len(uploads))
+
+
+def per_file_values(form, n: int) -> list[Given]:
+    """file_sex / file_age / file_birth_date -> one Given per file. Each field is absent or has exactly one value
+    per file, in the order of `files`: values that do not line up would give one child another's age."""
+    columns = {}
+    for field, attr in PER_FILE.items():
+        values = [v if isinstance(v, str) else "" for v in form.getlist(field)]
+        if values and len(values) != n:
+            raise HTTPException(400, f"{field}: {len(values)} value(s) for {n} file(s); give one per file, in the "
+                                     "order of files ('' for none)")
+        columns[attr] = values or [""] * n
+    return [Given(**{attr: columns[attr][k].strip() for attr in columns}) for k in range(n)]
+
+
+def thumbnail(data: bytes) -> str | None:
+    """A small PNG (data: URI) of an upload as the runtime decodes it (a DICOM windowed as for the estimate);
+    None where it cannot be decoded (its record says why)."""
+    from edge.clinical.report import picture, png_uri
+    from edge.imaging import decode_radiograph, to_unit
+
+    with memory_files([data]) as [path]:
+        try:
+            image = to_unit(decode_radiograph(path))
+        except Exception:  # noqa: BLE001  (the picture is extra; the record says what was wrong with the file)
+            return None
+    return png_uri(picture(image, THUMB_PX))
 
 
 def csv_text(records: list[dict]) -> str:
