@@ -1,25 +1,16 @@
 """Learning curve of one or more edge-train runs, from their train.log JSON rows: validation MAE (sex-blind and
 sex given) and sex accuracy per epoch, the runs drawn one after the other (a later stage continues an earlier one).
 
-    python benchmarks/plot_learning_curve.py docs/train-w050-299-224.log docs/train-w050-299.log \
+    python benchmarks/plot_learning_curve.py benchmarks/results/training/train-w050-299-224.log benchmarks/results/training/train-w050-299.log \
         --labels "299 px input, 224 in the net" "299 in the net" --out docs/img/learning-curve-299.png
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-
-def epochs(log: Path) -> list[dict]:
-    """The JSON epoch rows of a train.log (other lines are progress text)."""
-    rows = []
-    for line in log.read_text().splitlines():
-        line = line.split("  *best*")[0].strip()
-        if line.startswith("{") and '"epoch"' in line:
-            rows.append(json.loads(line))
-    return rows
+from models.campaign import epoch_rows as epochs
 
 
 def main(argv=None) -> int:

@@ -28,10 +28,10 @@ def augment_batch(x: torch.Tensor, max_rot_deg: float = 15.0, scale=(0.9, 1.1), 
     on = on.view(n, 1, 1, 1)
     c = 1 + (torch.empty(n, 1, 1, 1).uniform_(*contrast) - 1) * on
     b = (torch.rand(n, 1, 1, 1) * 2 - 1) * brightness * on
-    return x * c + b
+    return x * c.to(x.device) + b.to(x.device)  # the random draws stay on the CPU stream, on any device
 
 
 def warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) images through (N, 2, 3) affine maps: bilinear, border pixels repeated."""
-    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)

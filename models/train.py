@@ -9,6 +9,7 @@ import argparse
 import json
 import math
 import os
+import random
 import sys
 import time
 from dataclasses import replace
@@ -73,6 +74,11 @@ def parse_args(argv=None):
                                                                "predictions on the training images")
     p.add_argument("--distill-weight", type=_share, default=0.5, help="share of each loss term given to the "
                                                                       "teachers' targets (the rest: the labels)")
+    p.add_argument("--keep-epochs", action="store_true", help="also keep each epoch's evaluated weights as "
+                                                              "OUT/epoch-NN.pt (fp16), for means of snapshots")
+    p.add_argument("--checkpoint-minutes", type=float, default=10.0, metavar="M",
+                   help="within an epoch, save the whole training state to OUT/last.pt every M minutes, so a killed "
+                        "run resumes at that step with the same result (0: after every step)")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -119,13 +125,15 @@ def amp_dtype(args, device: torch.device):
 
 @torch.no_grad()
 def predict_outputs(model, x: np.ndarray, batch: int = 256, device="cpu") -> dict[str, np.ndarray]:
-    """(N, C, H, W) inputs -> what the exported graph gives (edge.bundle.OUTPUTS): bone age in months,
+    """(N, C, H, W) inputs (numpy, or a torch tensor) -> what the exported graph gives (edge.bundle.OUTPUTS): bone age in months,
     P(male) and, with sex heads, bone age given each sex (N, 2)."""
     net = getattr(model, "module", model)
     net.eval()
     parts = []
     for s in range(0, len(x), batch):
-        xb = torch.from_numpy(x[s:s + batch]).to(device).contiguous(memory_format=torch.channels_last)
+        xb = x[s:s + batch]
+        xb = (torch.from_numpy(xb) if isinstance(xb, np.ndarray) else xb).to(device)
+        xb = xb.contiguous(memory_format=torch.channels_last)
         age_z, logit, *by_sex = net(xb)
         ages = [a.float().cpu().numpy() * net.cfg.age_std + net.cfg.age_mean for a in (age_z, *by_sex)]
         parts.append([ages[0], torch.sigmoid(logit.float()).cpu().numpy(), *ages[1:]])
@@ -189,13 +197,14 @@ def main(argv=None):
         model = BoneAgeNet(cfg)
     model = model.to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    start_epoch, history, best = 0, [], float("inf")
+    start_epoch, start_step, history, best = 0, 0, [], float("inf")
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start_epoch, history, best = state["epoch"], state["history"], state["best_val_mae"]
-        torch.set_rng_state(state["rng"])
-        log(f"resumed from {out / 'last.pt'} after epoch {start_epoch}")
+        start_step = state.get("step", 0)
+        log(f"resumed from {out / 'last.pt'} after epoch {start_epoch}"
+            + (f", step {start_step} of epoch {start_epoch + 1}" if start_step else ""))
     log(f"[2/4] {cfg.name} width {cfg.width} heads {cfg.heads}, {count_params(model) / 1e6:.2f} M params, "
         f"input {cfg.input.channels}x{cfg.input.height}x{cfg.input.width} ({cfg.input.resize})")
     ema = WeightEMA(model, args.ema) if args.ema else None
@@ -216,16 +225,31 @@ def main(argv=None):
     steps_per_epoch = len(x_train) // (args.batch_size * world)
     total, warmup = steps_per_epoch * args.epochs, int(steps_per_epoch * args.warmup_epochs)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, total, warmup),
-                                              last_epoch=start_epoch * steps_per_epoch - 1)
+                                              last_epoch=start_epoch * steps_per_epoch + start_step - 1)
+    if state is not None:  # last: the RNG streams of augmentation and dropout go on where they stopped
+        _set_rng_states(state, rank)
     log(f"[3/4] {args.epochs} epochs x {steps_per_epoch} steps, batch {args.batch_size} x {world} process(es), "
         f"autocast {dtype}, device {device}")
     for epoch in range(start_epoch, args.epochs):
         t0 = time.time()
         gen = torch.Generator().manual_seed(args.seed * 1000 + epoch)
+        # The order depends on the seed and the epoch only, so a resumed epoch sees the rest of the same order.
         order = torch.randperm(len(x_train), generator=gen)[rank::world][: steps_per_epoch * args.batch_size]
+        step, loss_so_far = (start_step, state.get("loss_sum", 0.0)) if epoch == start_epoch and start_step else (0, 0.0)
+
+        def save_mid_epoch(step_done: int, loss_sum: float) -> None:
+            if rank == 0:
+                save_training_state(out / "last.pt", model=model.state_dict(), optimizer=opt.state_dict(),
+                                    epoch=epoch, step=step_done, loss_sum=loss_sum, history=history,
+                                    best_val_mae=best, config=cfg.to_dict(), **_rng_states(),
+                                    ema=ema.state_dict() if ema is not None else None)
+                log(f"checkpoint: epoch {epoch + 1} step {step_done}/{steps_per_epoch}, "
+                    f"mean loss so far {loss_sum / step_done:.4f}, {time.strftime('%Y-%m-%d %H:%M:%S')}")
+
         loss_sum = _train_epoch(ddp, opt, sched, x_train, y_age, y_sex, order, args, device, dtype,
                                 desc=f"epoch {epoch + 1}/{args.epochs}", progress=rank == 0 and not args.no_progress,
-                                ema=ema, teacher=teacher)
+                                ema=ema, teacher=teacher, start=step, loss_so_far=loss_so_far,
+                                checkpoint=save_mid_epoch if world == 1 else None)
         if rank == 0:
             out_val = predict_outputs(evaluated, x_val, device=device)
             m = metrics.point_metrics(val_l.age, out_val["bone_age_months"], val_l.male, out_val["p_male"])
@@ -242,10 +266,13 @@ def main(argv=None):
                 best = score
                 save_weights(out / "best.pt", evaluated, {"epoch": epoch + 1, "val_metrics": m,
                                                       "split": str(split_path), "data": str(data_dir)})
+            if args.keep_epochs:
+                save_weights(out / f"epoch-{epoch + 1:02d}.pt", evaluated, {"epoch": epoch + 1, "val_metrics": m,
+                                                                          "split": str(split_path)})
             log(json.dumps(row) + ("  *best*" if improved else ""))
             save_training_state(out / "last.pt", model=model.state_dict(), optimizer=opt.state_dict(),
-                                epoch=epoch + 1, history=history, best_val_mae=best, config=cfg.to_dict(),
-                                rng=torch.get_rng_state(), ema=ema.state_dict() if ema is not None else None)
+                                epoch=epoch + 1, step=0, history=history, best_val_mae=best, config=cfg.to_dict(),
+                                **_rng_states(), ema=ema.state_dict() if ema is not None else None)
         _barrier(world)
 
     # [4/4] summary
@@ -306,7 +333,7 @@ def _teachers_mean(paths, cfg, x_train: np.ndarray, log, device) -> dict[str, np
     return targets
 
 
-def _loss(age_z, logit, by_sex, y_a, y_s, args, t=None) -> torch.Tensor:
+def training_loss(age_z, logit, by_sex, y_a, y_s, args, t=None) -> torch.Tensor:
     """Smooth-L1 on the standardised age + weighted BCE on sex (+ smooth-L1 of the true sex's column of the per-sex
     head). With teacher targets `t`, each term is shared with the teachers' prediction (distill_weight), and the
     per-sex head also learns the teachers' age for the other sex, which no label gives."""
@@ -324,14 +351,16 @@ def _loss(age_z, logit, by_sex, y_a, y_s, args, t=None) -> torch.Tensor:
 
 
 def _train_epoch(model, opt, sched, x_train, y_age, y_sex, order, args, device, dtype, desc, progress, ema=None,
-                 teacher=None):
+                 teacher=None, start=0, loss_so_far=0.0, checkpoint=None):
+    """Steps start.. of the epoch's order; returns the epoch's mean loss. checkpoint(steps_done, loss_sum) is called
+    every --checkpoint-minutes within the epoch (the epoch's end is saved by the caller, after validation)."""
     model.train()
     n_batches = len(order) // args.batch_size
-    it = range(n_batches)
+    it = range(start, n_batches)
     if progress:
         from tqdm import tqdm
-        it = tqdm(it, desc=desc, unit="batch", mininterval=5, file=sys.stderr)
-    total = 0.0
+        it = tqdm(it, desc=desc, unit="batch", mininterval=5, file=sys.stderr, initial=start, total=n_batches)
+    total, last_save = loss_so_far, time.monotonic()
     for b in it:
         idx = order[b * args.batch_size:(b + 1) * args.batch_size]
         xb = torch.from_numpy(x_train[idx.numpy()])
@@ -342,7 +371,7 @@ def _train_epoch(model, opt, sched, x_train, y_age, y_sex, order, args, device, 
             age_z, logit, *by_sex = model(xb)
         y_a, y_s = y_age[idx].to(device), y_sex[idx].to(device)
         t = None if teacher is None else {k: v[idx].to(device) for k, v in teacher.items()}
-        loss = _loss(age_z.float(), logit.float(), [b.float() for b in by_sex], y_a, y_s, args, t)
+        loss = training_loss(age_z.float(), logit.float(), [b.float() for b in by_sex], y_a, y_s, args, t)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -351,7 +380,28 @@ def _train_epoch(model, opt, sched, x_train, y_age, y_sex, order, args, device, 
         if ema is not None:
             ema.update(model)
         total += loss.item()
+        if checkpoint is not None and b + 1 < n_batches and time.monotonic() - last_save >= args.checkpoint_minutes * 60:
+            checkpoint(b + 1, total)
+            last_save = time.monotonic()
     return total / max(1, n_batches)
+
+
+def _rng_states() -> dict:
+    """Every random stream training draws from (augmentation, dropout; numpy and random for completeness)."""
+    states = {"rng": torch.get_rng_state(), "np_rng": np.random.get_state(), "py_rng": random.getstate()}
+    if torch.cuda.is_available():
+        states["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(state: dict, rank: int) -> None:
+    if rank == 0:  # other DDP ranks keep their own seeded streams (only rank 0 saves)
+        torch.set_rng_state(state["rng"])
+    if "np_rng" in state:
+        np.random.set_state(state["np_rng"])
+        random.setstate(state["py_rng"])
+    if state.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
 
 
 def _data_dir(args, rank: int) -> Path:

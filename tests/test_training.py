@@ -217,13 +217,13 @@ def test_augment_p_outside_0_1_is_refused(share, capsys):
 def _loss_grads(w, teacher):
     from types import SimpleNamespace
 
-    from models.train import _loss
+    from models.train import training_loss
     args = SimpleNamespace(sex_weight=0.5, distill_weight=w)
     age_z = torch.tensor([0.3, -0.2], requires_grad=True)
     logit = torch.tensor([1.0, -1.0], requires_grad=True)
     by_sex = torch.tensor([[0.3, 0.9], [-0.2, 0.4]], requires_grad=True)
     y_a, y_s = torch.tensor([1.0, 1.0]), torch.tensor([0.0, 1.0])
-    _loss(age_z, logit, [by_sex], y_a, y_s, args, teacher).backward()
+    training_loss(age_z, logit, [by_sex], y_a, y_s, args, teacher).backward()
     return age_z.grad, by_sex.grad
 
 
@@ -267,3 +267,87 @@ def test_distillation_targets_are_the_teachers_mean_prediction(phantom_run, tmp_
         assert np.allclose(t["age_z"] * net.cfg.age_std + net.cfg.age_mean, age, atol=1e-2)
         assert np.allclose(t["p_male"], p_male, atol=1e-4)
     assert "teacher" in (out / "train.log").read_text()
+
+
+# ---------------------------------------------------------------- it resumes exactly after a kill mid-epoch
+
+def _kill_mid_epoch(cmd: list[str], out, repo_root, timeout: float = 300) -> dict:
+    """Run `cmd`, SIGKILL it as soon as its last.pt holds a state from inside an epoch (step > 0), return that state."""
+    import time
+
+    proc = subprocess.Popen(cmd, cwd=repo_root, env=repo_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last, seen, deadline = out / "last.pt", None, time.monotonic() + timeout
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            if last.exists() and last.stat().st_mtime_ns != seen:
+                seen = last.stat().st_mtime_ns
+                state = torch.load(last, map_location="cpu", weights_only=False)  # atomic: never half-written
+                if state.get("step", 0) > 0:
+                    proc.kill()
+                    proc.wait()
+                    return state
+            time.sleep(0.02)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    pytest.fail(f"no mid-epoch checkpoint seen before the run ended (rc {proc.returncode}): "
+                f"{proc.stderr.read().decode()[-2000:]}")
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(tmp_path, repo_root):
+    from conftest import PHANTOM_MODEL
+
+    args = ["--synthetic", "300", "--model", PHANTOM_MODEL, "--batch-size", "16", "--epochs", "2",
+            "--threads", "1", "--no-progress", "--checkpoint-minutes", "0"]
+    cmd = lambda out: [sys.executable, "-m", "models.train", "--out", str(out), *args]
+    straight, broken = tmp_path / "straight", tmp_path / "broken"
+    subprocess.run(cmd(straight), cwd=repo_root, env=repo_env(), check=True, capture_output=True)
+
+    killed_at = _kill_mid_epoch(cmd(broken), broken, repo_root)
+    assert killed_at["step"] > 0 and killed_at["epoch"] < 2
+    subprocess.run(cmd(broken), cwd=repo_root, env=repo_env(), check=True, capture_output=True)
+    assert f"step {killed_at['step']} of epoch {killed_at['epoch'] + 1}" in (broken / "train.log").read_text()
+
+    a = torch.load(straight / "last.pt", map_location="cpu", weights_only=False)
+    b = torch.load(broken / "last.pt", map_location="cpu", weights_only=False)
+    for part in ("model",):
+        assert a[part].keys() == b[part].keys()
+        different = [k for k in a[part] if not torch.equal(a[part][k], b[part][k])]
+        assert not different, f"{len(different)} tensors differ after the resume, e.g. {different[:3]}"
+    different = [k for k in a["ema"]["model"] if not torch.equal(a["ema"]["model"][k], b["ema"]["model"][k])]
+    assert not different, f"the weight average differs after the resume: {different[:3]}"
+    assert [r["val_mae"] for r in a["history"]] == [r["val_mae"] for r in b["history"]]
+
+
+# ---------------------------------------------------------------- the GPU script, dry-run on the CPU
+
+def test_gpu_script_dry_run_on_the_cpu(tmp_path, repo_root):
+    from models.phantoms import write_phantom_dataset
+
+    data = tmp_path / "phantoms"
+    write_phantom_dataset(data, 60, size=96, seed=0)
+    out = tmp_path / "gpu"
+    cmd = [sys.executable, "-m", "models.gpu_train", "--data", str(data), "--out", str(out), "--device", "cpu",
+           "--width", "0.1", "--image-size", "80", "--batch-size", "8", "--max-steps", "3", "--split-file", "",
+           "--workers", "2"]
+    done = subprocess.run(cmd, cwd=repo_root, env=repo_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    history = json.loads((out / "history.json").read_text())
+    assert len(history) == 1 and {"epoch_s", "images_per_s", "peak_gpu_gib", "val_mae_sex_given"} <= history[0].keys()
+    assert "3 steps" in (out / "gpu-train.log").read_text()
+    model, ckpt = load_model(out / "best.pt")
+    assert model.cfg.width == 0.1 and model.cfg.input.height == 80 and ckpt["trained_by"] == "models.gpu_train"
+
+
+def test_gpu_normalisation_is_the_runtime_one():
+    from edge.config import InputSpec
+    from edge.preprocess import normalize
+    from models.gpu_train import gpu_normalize
+    from models.inception import MODEL_CONFIGS
+
+    cfg = MODEL_CONFIGS["paper-299"]
+    img = np.random.default_rng(0).integers(0, 256, (2, 1, 40, 30), dtype=np.uint8)
+    ours = gpu_normalize(torch.from_numpy(img), cfg).numpy()
+    for k in range(2):
+        np.testing.assert_allclose(ours[k, 0], normalize(img[k, 0].astype(np.float32) / 255, cfg.input), atol=1e-5)
+    assert isinstance(cfg.input, InputSpec)
