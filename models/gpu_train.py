@@ -42,6 +42,10 @@ PART_BYTES = 15 * 2**20
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m models.gpu_train", description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="folder with labels.csv + images/ (train-299)")
+    p.add_argument("--pack", metavar="DIR", help="instead of training: copy the split's training and validation "
+                                                 "images into DIR/part-K/ folders of at most --part-mb each, for a "
+                                                 "lent GPU machine's size limit on what travels (docs/TRAINING.md)")
+    p.add_argument("--part-mb", type=float, default=50.0)
     p.add_argument("--split-file", default="models/splits/rsna-train-100px-seed0.json",
                    help="the project's split ('': make a seeded 7:2:1 split of --data)")
     p.add_argument("--out", required=True)
@@ -69,6 +73,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.pack:
+        return pack(Path(args.data), args.split_file, Path(args.pack), args.part_mb)
     t_start = time.monotonic()
     budget = args.minutes * 60
     out = Path(args.out)
@@ -132,6 +138,28 @@ def main(argv=None) -> int:
     log(f"[3/3] {epoch} epochs, {step} steps in {(time.monotonic() - t_start) / 60:.1f} min; best validation MAE "
         f"(mean of sex-blind and sex-given) {best:.2f} months; weights {out / 'best.pt'}"
         + (f" in {len(parts)} parts" if parts else ""))
+    return 0
+
+
+def pack(data: Path, split_file: str, dst: Path, part_mb: float) -> int:
+    """The training and validation images (never the test split's), as they are, into parts of <= part_mb MB:
+    DIR/part-0/images/, ... each with the whole labels.csv; joined on the GPU machine with one `ln -s`."""
+    import shutil
+
+    labels = read_labels(data)
+    split = read_split(split_file)
+    paths = labels.subset(split["train"] + split["val"]).paths()
+    part, size = 0, 0
+    for path in paths:
+        if size and size + path.stat().st_size > part_mb * 1e6:
+            part, size = part + 1, 0
+        images = dst / f"part-{part}" / "images"
+        if size == 0:
+            images.mkdir(parents=True, exist_ok=True)
+            shutil.copy(data / "labels.csv", images.parent / "labels.csv")
+        shutil.copy(path, images / path.name)
+        size += path.stat().st_size
+    print(f"{len(paths)} images in {part + 1} parts under {dst}")
     return 0
 
 

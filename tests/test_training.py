@@ -351,3 +351,22 @@ def test_gpu_normalisation_is_the_runtime_one():
     for k in range(2):
         np.testing.assert_allclose(ours[k, 0], normalize(img[k, 0].astype(np.float32) / 255, cfg.input), atol=1e-5)
     assert isinstance(cfg.input, InputSpec)
+
+
+def test_gpu_pack_carries_training_and_validation_images_never_the_test_split(tmp_path):
+    from models.data import make_split, write_split
+    from models.gpu_train import pack
+    from models.phantoms import write_phantom_dataset
+
+    data = tmp_path / "phantoms"
+    write_phantom_dataset(data, 40, size=96, seed=0)
+    labels = read_labels(data)
+    split = make_split(labels, seed=0)
+    write_split(split, tmp_path / "split.json", 0, str(data))
+    one = labels.paths()[0].stat().st_size
+    assert pack(data, str(tmp_path / "split.json"), tmp_path / "packed", part_mb=10.5 * one / 1e6) == 0
+    parts = sorted((tmp_path / "packed").glob("part-*"))
+    packed = [f.stem for part in parts for f in (part / "images").iterdir()]
+    assert sorted(packed) == sorted(split["train"] + split["val"]) and not set(packed) & set(split["test"])
+    assert len(parts) > 1 and all((part / "labels.csv").exists() for part in parts)
+    assert all(sum(f.stat().st_size for f in (part / "images").iterdir()) <= 10.5 * one * 1.5 for part in parts)
