@@ -7,12 +7,17 @@ is read from the bundle's bundle.json "clinical" key (written by `python -m expo
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import fields as dataclass_fields, replace
 
 from edge.clinical import calibration, intervals, reference
 from edge.clinical.patient import Patient
 
 DEFAULT_LEVEL = 0.9
+# What annotate() computes; each starts from its default, so a record annotated before (BoneAgeModel.predict does)
+# keeps none of its earlier values, e.g. a 90% interval under a 99% level that has none.
+CLINICAL_FIELDS = ("interval_low_months", "interval_high_months", "interval_level", "p_male_calibrated",
+                   "sex_uncertain", "chronological_age_months", "age_source", "delay_months", "sds", "category",
+                   "given_sex_source", "context_note")
 
 
 def fitted(bundle) -> dict | None:
@@ -22,7 +27,8 @@ def fitted(bundle) -> dict | None:
 
 def annotate(pred, patient: Patient | None, clinical: dict | None, level: float = DEFAULT_LEVEL):
     """A copy of `pred` (edge.runtime.Prediction) with the clinical fields filled in."""
-    fields, notes = {}, []
+    fields = {f.name: f.default for f in dataclass_fields(pred) if f.name in CLINICAL_FIELDS}
+    notes = []
     if clinical and "intervals" in clinical:
         male = (pred.given_sex or pred.sex) == "male"  # as the network sees it when not given
         lo, hi = intervals.interval(clinical["intervals"], pred.bone_age_months, bool(pred.given_sex), level, male)

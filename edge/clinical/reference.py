@@ -33,6 +33,9 @@ SD_MONTHS = {
                                     10.23, 9.64, 10.23, 10.74, 11.73, 11.94, 10.24, 10.67, 11.30, 9.23, 7.31])),
 }
 LIMIT_SDS = 2.0  # delayed below -2 SD, advanced above +2 SD
+# The SDS every output shows (table, JSON, CSV, report, SR) and the category is read from: one rounding, so a
+# report never says "-2.00, delayed" (an unrounded -2.004 is below -2; the -2.00 shown is not).
+SDS_DECIMALS = 2
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ def assess(bone_age_months: float, age_months: float | None, sex: str) -> Contex
         lo, hi = covered(sex)
         return Context(delay, None, "", f"the Greulich-Pyle reference covers {sex}s aged {_years(lo)} to "
                                         f"{_years(hi)} only: no SDS at {_years(age_months)}")
-    sds = delay / sd
+    sds = round(delay / sd, SDS_DECIMALS)
     category = "delayed" if sds < -LIMIT_SDS else "advanced" if sds > LIMIT_SDS else "within"
     return Context(delay, sds, category)
 
