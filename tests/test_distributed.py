@@ -1,5 +1,5 @@
-"""edge-infer --ray: the same runtime over Ray Data on a real local Ray cluster (127.0.0.1, one worker, one CPU),
-giving the rows and per-file failures the single-machine run gives. Skipped where Ray is not installed
+"""edge-infer --ray: the same runtime over Ray Data on a real local Ray cluster (127.0.0.1, one worker, one CPU;
+and two workers, in input order), giving the rows and per-file failures the single-machine run gives. Skipped where Ray is not installed
 (pip install ".[cluster]")."""
 from __future__ import annotations
 
@@ -86,3 +86,47 @@ def test_ray_model_refuses_arrays_and_bad_sizes(tiny_bundle):
     model = RayModel("local", tiny_bundle)
     with pytest.raises(ValueError, match="give paths, not arrays"):
         list(model.predict_iter([np.zeros((90, 90), np.uint8)]))
+
+
+@pytest.mark.slow
+def test_two_ray_workers_keep_the_input_order(tiny_bundle, tiny_images, tmp_path):
+    """Two actors (each its own model) answer 48 inputs, shuffled and with failures among them: every result
+    comes back in input order and equal to the single-machine run's, and both actors were started."""
+    pytest.importorskip("ray", reason="Ray is not installed: pip install '.[cluster]' to test edge-infer --ray")
+    import json
+    import random
+
+    inputs = [str(p) for p in tiny_images] * 2 + [str(tmp_path / f"missing-{k}.png") for k in range(24)]
+    random.Random(0).shuffle(inputs)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    code = f"""
+import json, os, sys
+import edge.distributed as d
+from edge.runtime import BoneAgeModel
+
+class Recorded(d._Predictor):  # each actor says it started: two workers must really run
+    def __init__(self):
+        super().__init__()
+        open(os.path.join({str(pids)!r}, str(os.getpid())), "w").close()
+
+d._Predictor = Recorded
+inputs = {inputs!r}
+ray = d.RayModel("local", {str(tiny_bundle)!r}, backend="onnxruntime", precision="fp32", workers=2)
+one = BoneAgeModel.load({str(tiny_bundle)!r}, backend="onnxruntime", precision="fp32")
+got = [d._encode(r) for r in ray.predict_iter(inputs, batch_size=1)]
+want = [d._encode(r) for r in one.predict_many(inputs, batch_size=1)]
+print(json.dumps({{"got": got, "want": want}}))
+"""
+    home = tmp_path / "home"
+    home.mkdir()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900,
+                         env=repo_env() | {"HOME": str(home)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    got = [json.loads(x) for x in r["got"]]
+    want = [json.loads(x) for x in r["want"]]
+    assert [g["file"] for g in got] == inputs
+    strip = lambda rows: [{k: v for k, v in x.items() if k != "ms"} for x in rows]  # noqa: E731  timing
+    assert strip(got) == strip(want)
+    assert len(list(pids.iterdir())) == 2
