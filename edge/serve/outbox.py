@@ -99,10 +99,12 @@ class Outbox:
         ae = AE(ae_title=self.calling_ae)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = self.timeout_s
         ae.add_requested_context(sr.SOPClassUID, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        t0 = time.monotonic()
         assoc = ae.associate(self.peer.host, self.peer.port, ae_title=self.peer.ae_title)
         if not assoc.is_established:
-            how = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else \
-                f"refused or no answer within {self.timeout_s:g} s"
+            how = ("rejected" if assoc.is_rejected else
+                   f"not made: no answer within {self.timeout_s:g} s" if time.monotonic() - t0 >= self.timeout_s
+                   else "aborted by the peer" if assoc.is_aborted else "refused (nothing listening?)")
             raise SendError(f"association with {self.peer.host}:{self.peer.port} {how}")
         try:
             status = assoc.send_c_store(sr)
