@@ -221,20 +221,21 @@ def test_absent_destination_does_not_stop_the_node(service, tmp_path):
 
 
 def test_edge_serve_runs_the_node(tmp_path, receiver):
-    """`edge-serve --no-web --dicom-port N --dicom-host H --sr-dir D --allow-ae A --send-to P --queue-dir Q` as a
-    clinic would start it, with its PACS down: the report waits in the queue, and is sent once the PACS is up,
-    after edge-serve was stopped and the queue picked up again (a restart)."""
+    """`edge-serve --dicom-port N --dicom-host 0.0.0.0 --sr-dir D --allow-ae A --send-to P --queue-dir Q` as a
+    clinic would start it (the node reachable by modalities, the page on 127.0.0.1), with its PACS down: the
+    report waits in the queue, /v1/health says so, and it is sent once the PACS is up, after edge-serve was
+    stopped and the queue picked up again (a restart)."""
     from conftest import REPO, repo_env
 
     ports = []
-    for _ in range(2):
+    for _ in range(3):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             ports.append(s.getsockname()[1])
-    port, down = ports
+    port, down, web = ports
     log = tmp_path / "serve.log"
-    proc = subprocess.Popen([sys.executable, "-m", "edge.cli.serve", "--no-web", "--dicom-port", str(port),
-                             "--dicom-host", "127.0.0.1", "--ae-title", "HANDS", "--allow-ae", "MODALITY",
+    proc = subprocess.Popen([sys.executable, "-m", "edge.cli.serve", "--port", str(web), "--dicom-port", str(port),
+                             "--dicom-host", "0.0.0.0", "--ae-title", "HANDS", "--allow-ae", "MODALITY",
                              "--sr-dir", str(tmp_path / "sr"), "--send-to", f"TESTPACS@127.0.0.1:{down}",
                              "--queue-dir", str(tmp_path / "q")],
                             cwd=REPO, env=repo_env(), stdout=log.open("w"), stderr=subprocess.STDOUT)
@@ -250,9 +251,15 @@ def test_edge_serve_runs_the_node(tmp_path, receiver):
         assoc.release()
         sr = pydicom.dcmread(next((tmp_path / "sr").glob("*.dcm")))
         assert read_sr(sr)["source"] == ds.SOPInstanceUID
-        assert "DICOM node HANDS on 127.0.0.1" in log.read_text()
         queued = list((tmp_path / "q").iterdir())
         assert len(queued) == 1 and queued[0].suffix == ".dcm"
+        while "dicom_outbox" not in (health := _get_json(f"http://127.0.0.1:{web}/v1/health")):  # page starting
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        assert health["dicom_outbox"]["queued"] == 1
+        text = log.read_text()
+        assert "DICOM node HANDS on 0.0.0.0" in text and "the DICOM node listens on 0.0.0.0" in text
+        assert f"http://127.0.0.1:{web}/" in text
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -266,6 +273,16 @@ def test_edge_serve_runs_the_node(tmp_path, receiver):
     bad = subprocess.run([sys.executable, "-m", "edge.cli.serve", "--dicom-port", "0"], cwd=REPO, env=repo_env(),
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--sr-dir" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _get_json(url: str) -> dict:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return json.loads(r.read())
+    except OSError:  # not listening yet
+        return {}
 
 
 def test_unwritable_report_folder_is_a_failure_status(service, tmp_path):
