@@ -248,7 +248,7 @@ def _decode_dicom(path: Path) -> np.ndarray:
         pixels = pixels[0]  # multi-frame: a radiograph has one frame, take the first
     if pixels.ndim == 3:
         pixels = pixels.mean(axis=-1)
-    a = to_8bit(_displayed_values(path, pixels, ds))
+    a = to_8bit(_displayed_values(path, pixels, ds), _displayed_values(path, _stored_range(ds), ds))
     if ds.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
         a = 255 - a  # MONOCHROME1: high values are dark; bone must be bright as in training
     return a
@@ -256,7 +256,7 @@ def _decode_dicom(path: Path) -> np.ndarray:
 
 def _displayed_values(path: Path, pixels: np.ndarray, ds) -> np.ndarray:
     """Stored values -> the values the file says to display: modality LUT (rescale slope/intercept), then the
-    VOI LUT, else the first window (pydicom's linear/sigmoid windowing, output range of BitsStored)."""
+    VOI LUT, else the first window (pydicom's linear/sigmoid windowing)."""
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     try:
@@ -268,20 +268,28 @@ def _displayed_values(path: Path, pixels: np.ndarray, ds) -> np.ndarray:
         raise ImageError(path, f"DICOM rescale or window values are unusable ({_first_line(e)})") from None
 
 
-def to_8bit(a: np.ndarray) -> np.ndarray:
+def _stored_range(ds) -> np.ndarray:
+    """Every value BitsStored can hold (its two ends past 16 bits), as stored: what the file's own LUTs map
+    onto its nominal display range."""
+    bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 8)
+    lo = -(1 << (bits - 1)) if ds.get("PixelRepresentation", 0) == 1 else 0
+    hi = lo + (1 << bits) - 1
+    return np.arange(lo, hi + 1) if bits <= 16 else np.array([lo, hi])
+
+
+def to_8bit(a: np.ndarray, nominal: np.ndarray) -> np.ndarray:
     """The one mapping of a DICOM's displayed values onto the 8-bit range the network was trained on (RSNA's
-    8-bit images). Whole numbers within 0-255 are kept as they are, so an 8-bit DICOM decodes to exactly the
-    array a PNG of the same pixels does and takes the same 8-bit path from there (input check, resize). Any
-    other range (12/16-bit, a rescale, a window's output) is stretched linearly from its minimum to its maximum
-    onto 0-255 and rounded: per-image z-scoring makes the stretch itself irrelevant, and 8 bits are what training
-    saw (docs/ARCHITECTURE.md, "One answer per radiograph")."""
-    if a.dtype == np.uint8:
-        return a
-    a = np.asarray(a, dtype=np.float64)
-    whole = np.round(a)
-    if np.isfinite(a).all() and whole.min() >= 0 and whole.max() <= 255 and np.abs(a - whole).max() <= 1e-3:
-        return whole.astype(np.uint8)
-    return np.round(_minmax(a) * np.float32(255)).astype(np.uint8)
+    8-bit images): the file's nominal display range (what its bits stored can hold, through its own rescale and
+    window or VOI LUT: `nominal`) cut into 256 equal levels. An 8-bit DICOM is then its PNG bit for bit, and
+    8-bit pixels widened to 12 or 16 bits (shifted, scaled or replicated) come back exactly; a window's output
+    range is the nominal one. A header declaring far more bits than its data use (under a quarter of the range)
+    is stretched min to max instead, as is a range with no width (docs/ARCHITECTURE.md, "One answer per
+    radiograph")."""
+    lo, hi = float(np.min(nominal)), float(np.max(nominal))
+    step = (hi - lo + 1) / 256  # one grey level, in displayed values
+    if not (np.isfinite(lo) and np.isfinite(hi)) or np.ptp(a) < 64 * step:
+        return np.round(_minmax(a) * np.float32(255)).astype(np.uint8)
+    return np.clip(np.floor((a - lo) / step + 1e-6), 0, 255).astype(np.uint8)
 
 
 def parsed(ds):

@@ -33,17 +33,18 @@ def test_jpeg_exif_orientation_is_applied(tmp_path):
     assert _corr(a, ref) > 0.99  # without exif_transpose the stored (rotated) pixels would not match
 
 
-def _unit(a) -> np.ndarray:
-    """Min-max to [0, 1], computed here in float64: what edge.imaging does to a DICOM's output values before it
-    rounds them to 8 bits (edge.imaging.to_8bit)."""
+def _unit(a, lo=None, hi=None) -> np.ndarray:
+    """The displayed values `a` over the nominal range lo..hi (default: their own min and max) in [0, 1]: what
+    edge.imaging.to_8bit cuts into 256 levels."""
     a = np.asarray(a, np.float64)
-    return (a - a.min()) / (a.max() - a.min())
+    lo, hi = (a.min() if lo is None else lo), (a.max() if hi is None else hi)
+    return (a - lo) / (hi - lo)
 
 
 def _close(got, want):
-    """got: the decoded image in [0, 1]; want: the exact values in [0, 1]. The decoder rounds to 8 bits (the
-    range the network was trained on): every pixel within half a grey level, but for float32 rounding at .5."""
-    assert np.abs(got * 255 - np.asarray(want, np.float64) * 255).max() <= 0.5 + 1e-3
+    """got: the decoded image in [0, 1]; want: the exact values in [0, 1]. The decoder keeps 8 bits (the range the
+    network was trained on), 256 equal levels of the nominal range: every pixel within one grey level."""
+    assert np.abs(got * 255 - np.asarray(want, np.float64) * 255).max() <= 1.0 + 1e-3
 
 
 # Each case: how the file stores a 12-bit radiograph, and the pixels worked out by hand from DICOM PS3.3
@@ -52,7 +53,7 @@ def _close(got, want):
 def test_dicom_rescale_and_photometric(tmp_path, monochrome1):
     raw = dicom_pixels(monochrome1)
     a = load_radiograph(write_dicom(tmp_path / "x.dcm", raw, monochrome1=monochrome1, slope=2.0, intercept=-10))
-    want = _unit(2.0 * raw - 10)
+    want = _unit(2.0 * raw - 10, -10, 2.0 * 4095 - 10)  # 12 bits stored, through the rescale
     _close(a, 1 - want if monochrome1 else want)
     assert _corr(a, phantom()) > 0.999  # bone bright in both photometric interpretations
 
@@ -61,7 +62,7 @@ def test_dicom_negative_slope_inverts_the_stored_values(tmp_path):
     # A negative slope turns the stored values round: skipping the modality LUT would show bone dark.
     raw = dicom_pixels()
     a = load_radiograph(write_dicom(tmp_path / "neg.dcm", raw, slope=-1.5, intercept=6000))
-    _close(a, _unit(6000 - 1.5 * raw.astype(np.float64)))
+    _close(a, _unit(6000 - 1.5 * raw.astype(np.float64), 6000 - 1.5 * 4095, 6000))
     assert _corr(a, phantom()) < -0.999
 
 
@@ -70,7 +71,7 @@ def test_dicom_signed_pixels_keep_their_sign(tmp_path):
     raw = dicom_pixels().astype(np.int16) - 2048
     assert raw.min() < 0 < raw.max()
     a = load_radiograph(write_dicom(tmp_path / "signed.dcm", raw, slope=1.0, intercept=100))
-    _close(a, _unit(raw + 100.0))
+    _close(a, _unit(raw + 100.0, -2048 + 100, 2047 + 100))
     assert _corr(a, phantom()) > 0.999
 
 
@@ -81,7 +82,7 @@ def test_dicom_voi_lut_sequence_is_applied(tmp_path):
     first, n = 1000, 1024
     entries = np.round(65535 * (np.arange(n) / (n - 1)) ** 2).astype(np.uint16)
     a = load_radiograph(write_dicom(tmp_path / "lut.dcm", raw, voi_lut=(first, entries)))
-    want = _unit(entries[np.clip(raw.astype(np.int64) - first, 0, n - 1)])
+    want = _unit(entries[np.clip(raw.astype(np.int64) - first, 0, n - 1)], entries.min(), entries.max())
     _close(a, want)
     assert np.max(np.abs(a - _unit(raw))) > 0.2  # really another curve than the stored values'
 
@@ -101,7 +102,7 @@ def test_dicom_multi_frame_reads_the_first_frame(tmp_path):
     raw = dicom_pixels()
     frames = np.stack([raw, 4095 - raw, np.zeros_like(raw)])
     a = load_radiograph(write_dicom(tmp_path / "frames.dcm", frames))
-    _close(a, _unit(raw))
+    _close(a, _unit(raw, 0, 4095))
 
 
 def test_dicom_detected_by_magic_without_suffix(tmp_path):
