@@ -289,6 +289,11 @@ def test_coverage_gate_passes_calibrated_and_fails_overconfident_intervals():
     assert not few["passed"]  # 72% of 50: even 50 images show it (Wilson 58-83%)
     wide = check({"intervals": intervals.fit_all(est, None, est + (truth - est) * 1.5)}, truth2, np.zeros(3000), outputs)
     assert wide["passed"] and wide["intervals"]["sex_blind"]["notes"][0].startswith("overall: 98.0% (95% CI 97.5%-98.5%")
+    from edge.clinical.evaluate import format_check
+
+    assert "  sex blind: coverage 98.0% (95% CI 97.5%-98.5%), mean width" in format_check(wide)
+    assert "    note, overall: 98.0% (95% CI 97.5%-98.5%, n 3000): wider than needed, above 92%" in format_check(wide)
+    assert "    FAIL, overall: " in format_check(bad) and "PASS" not in format_check(bad).splitlines()[1]
 
 
 def test_coverage_is_judged_two_sided_on_its_wilson_interval():

@@ -5,7 +5,9 @@ metrics with bootstrap 95% CIs on every labelled image the model was not trained
 own images; of RSNA's, the bundle's test split), the change against the FP32 reference and the retention
 verdict, the errors by age band and by sex, the largest errors, and with --plot the agreement and
 Bland-Altman plot. Without --data: the installation self-test on the bundled samples.
-Exit code 0 only when every backend passes.
+Exit code 0 only when every backend passes: a backend fails when the paired bootstrap interval of its change
+against FP32 lies wholly beyond a threshold, or its prediction intervals' coverage lies wholly below nominal minus
+its tolerance (binomial interval); a threshold inside an interval is a note, not a failure.
 """
 from __future__ import annotations
 
