@@ -178,7 +178,8 @@ def test_bad_dataset_gets_a_failure_status_and_the_node_carries_on(node, receive
     assert receiver[1].get(timeout=WAIT_S)[1].StudyInstanceUID == good.StudyInstanceUID
 
 
-def test_refused_image_gets_the_reason(node, receiver):
+def test_refused_image_gets_the_reason(node, receiver, caplog):
+    """The reason goes back to the sender and, being about the pixels, to the log; nothing about the patient."""
     if not hasattr(edge.runtime, "Rejected"):
         pytest.skip("the runtime has no input check (edge.quality) yet")
     import numpy as np
@@ -187,9 +188,13 @@ def test_refused_image_gets_the_reason(node, receiver):
     blurred = radiograph_dataset(SAMPLE, "DX")
     pixels = np.frombuffer(blurred.PixelData, np.uint8).reshape(blurred.Rows, blurred.Columns)
     blurred.PixelData = Image.fromarray(pixels).filter(ImageFilter.GaussianBlur(16)).tobytes()
-    status = _store(node, blurred)
+    with caplog.at_level(logging.WARNING, logger="edge.serve.dicom"):
+        status = _store(node, blurred)
     assert status.Status == 0xC000 and status.ErrorComment.startswith("too blurred")
     assert receiver[1].empty()
+    [line] = [r.getMessage() for r in caplog.records if "refused by the input check" in r.getMessage()]
+    assert line.startswith("C-STORE from MODALITY: image refused by the input check: too blurred")
+    assert not any(v in line for v in ("Test", "TEST-0001", "20140102", "ACC1", blurred.SOPInstanceUID))
 
 
 def test_send_to_is_parsed_and_checked():
@@ -336,13 +341,15 @@ def test_wrong_called_ae_title_is_refused_and_logged(node, caplog):
 
 
 def test_idle_connections_neither_block_echo_nor_linger(service, tmp_path):
-    """Twelve raw TCP connections that never send a byte (a port scanner, a half-open peer): C-ECHO by dcmtk's
-    echoscu still answers at once, and the node drops them after its timeout. Over the association limit a
+    """Twelve raw TCP connections that never send a byte (a port scanner, a half-open peer) and an association
+    that goes quiet: C-ECHO by dcmtk's echoscu still answers at once, and the node drops them after its timeout. Over the association limit a
     request is refused at once, never left waiting."""
     echoscu = require_tool(dcmtk("echoscu"), "dcmtk's echoscu", "dcmtk")
     n = DicomNode(service, sr_dir=tmp_path / "sr", timeout_s=3, max_associations=14).start("127.0.0.1", 0)
     idle = [socket.create_connection(("127.0.0.1", n.port)) for _ in range(12)]
+    quiet = _associate(n)  # an association that then says nothing (a modality that hung)
     try:
+        assert quiet.is_established
         t0 = time.monotonic()
         echo = subprocess.run([echoscu, "-to", "10", "-aec", "BONEAGE", "127.0.0.1", str(n.port)],
                               capture_output=True, text=True, timeout=WAIT_S)
@@ -356,6 +363,10 @@ def test_idle_connections_neither_block_echo_nor_linger(service, tmp_path):
         t0 = time.monotonic()
         assert idle[0].recv(1) == b""  # closed by the node (ACSE timeout), not by this end
         assert time.monotonic() - t0 < 6
+        while quiet.is_established:  # aborted by the node (network timeout)
+            assert time.monotonic() - t0 < 8
+            time.sleep(0.1)
+        assert quiet.is_aborted
         time.sleep(0.5)
         assert subprocess.run([echoscu, "-to", "10", "-aec", "BONEAGE", "127.0.0.1", str(n.port)],
                               capture_output=True, timeout=WAIT_S).returncode == 0
