@@ -182,7 +182,8 @@ def _try_scp(port, got):
 
 def test_queue_survives_a_restart(sr, tmp_path):
     """Reports queued while the PACS was down are sent, oldest first, by the next Outbox on the same folder;
-    a write a crash cut short (.part) is dropped (its image was never answered Success)."""
+    a write a crash cut short (.part) is dropped (its image was never answered Success), a damaged file is set
+    aside (.unreadable) instead of blocking the queue."""
     down = Outbox(tmp_path / "q", Peer("TESTPACS", "127.0.0.1", _free_port()), timeout_s=2, first_retry_s=5).start()
     second = sr.copy()
     second.SOPInstanceUID = pydicom.uid.generate_uid()
@@ -191,6 +192,7 @@ def test_queue_survives_a_restart(sr, tmp_path):
     down.stop()
     assert len(down.items()) == 2
     (tmp_path / "q" / "00000000000000000001-deadbeef.part").write_bytes(b"half a report")
+    (tmp_path / "q" / "00000000000000000002-cafebabe.dcm").write_bytes(b"damaged on disk")
     order: list = []
     port = _free_port()
     ae = AE(ae_title="TESTPACS")
@@ -201,7 +203,7 @@ def test_queue_survives_a_restart(sr, tmp_path):
     try:
         _until(lambda: outbox.status()["sent"] == 2, "both reports")
         assert order == [sr.SOPInstanceUID, second.SOPInstanceUID]
-        assert not list((tmp_path / "q").iterdir())
+        assert [p.name for p in (tmp_path / "q").iterdir()] == ["00000000000000000002-cafebabe.unreadable"]
     finally:
         outbox.stop()
         server.shutdown()

@@ -66,6 +66,8 @@ def _main(argv=None) -> int:
     args = parse_args(argv)
     if args.no_web and args.dicom_port is None:
         raise ValueError("--no-web needs --dicom-port: nothing to serve")
+    if args.dicom_timeout <= 0 or args.max_associations < 1:
+        raise ValueError("--dicom-timeout must be above 0 seconds and --max-associations at least 1")
     if args.dicom_port is not None and not (args.send_to or args.sr_dir):
         from edge.serve.dicom_node import NO_DESTINATION
 

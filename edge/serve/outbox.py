@@ -67,7 +67,7 @@ class Outbox:
     def status(self) -> dict:
         """For /v1/health: nothing about a patient (the file names are times, the errors the network's)."""
         items = self.items()
-        oldest = int(items[0].name.split("-")[0]) / 1e9 if items else None
+        oldest = _queued_at(items[0]) if items else None
         return {"destination": f"{self.peer.ae_title}@{self.peer.host}:{self.peer.port}", "queued": len(items),
                 "oldest_age_s": round(time.time() - oldest, 1) if oldest else None, "sent": self.sent,
                 "last_error": self.last_error, "last_error_at": self._last_error_at}
@@ -81,7 +81,14 @@ class Outbox:
                 self._wake.clear()
                 continue
             try:
-                self._send(items[0])
+                sr = pydicom.dcmread(items[0])
+            except Exception as e:  # damaged on disk: kept aside for a person, never retried forever
+                items[0].rename(items[0].with_suffix(".unreadable"))
+                log.error("queued report %s cannot be read (%s): set aside as .unreadable", items[0].name,
+                          type(e).__name__)
+                continue
+            try:
+                self._send(sr)
             except Exception as e:  # any failure is retried: the report stays queued until it is accepted
                 self.last_error = f"{type(e).__name__}: {e}" if not isinstance(e, SendError) else str(e)
                 self._last_error_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -94,8 +101,7 @@ class Outbox:
             self.sent += 1
             wait = self.first_retry_s
 
-    def _send(self, path: Path) -> None:
-        sr = pydicom.dcmread(path)
+    def _send(self, sr: Dataset) -> None:
         ae = AE(ae_title=self.calling_ae)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = self.timeout_s
         ae.add_requested_context(sr.SOPClassUID, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
@@ -117,6 +123,14 @@ class Outbox:
             raise SendError(f"no C-STORE answer within {self.timeout_s:g} s")
         if status.Status not in (0x0000, 0xB000, 0xB007, 0xB006):  # Success, or stored with a warning
             raise SendError(f"C-STORE answered {status.Status:#06x}")
+
+
+def _queued_at(path: Path) -> float | None:
+    """When a queued report arrived (its name's nanoseconds), None for a file not named by put()."""
+    try:
+        return int(path.name.split("-")[0]) / 1e9
+    except ValueError:
+        return None
 
 
 class SendError(Exception):
