@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -342,8 +341,8 @@ def test_wrong_called_ae_title_is_refused_and_logged(node, caplog):
 
 def test_idle_connections_neither_block_echo_nor_linger(service, tmp_path):
     """Twelve raw TCP connections that never send a byte (a port scanner, a half-open peer) and an association
-    that goes quiet: C-ECHO by dcmtk's echoscu still answers at once, and the node drops them after its timeout. Over the association limit a
-    request is refused at once, never left waiting."""
+    that goes quiet: C-ECHO by dcmtk's echoscu still answers at once, and the node drops them after its timeout.
+    Over the association limit a request is refused at once, never left waiting."""
     echoscu = require_tool(dcmtk("echoscu"), "dcmtk's echoscu", "dcmtk")
     n = DicomNode(service, sr_dir=tmp_path / "sr", timeout_s=3, max_associations=14).start("127.0.0.1", 0)
     idle = [socket.create_connection(("127.0.0.1", n.port)) for _ in range(12)]

@@ -1,6 +1,7 @@
 """The DICOM node's outbound queue (edge.serve.outbox) against real peers on loopback: a destination down then up
 (dcmtk's storescp started late), one answering a failure status, one that accepts TCP and never answers, one
-that never answers the C-STORE, and a restart. No report is lost; nothing about the patient is in the queue's file names or its status."""
+that never answers the C-STORE, and a restart. No report is lost; nothing about the patient is in the queue's
+file names or its status."""
 from __future__ import annotations
 
 import json
