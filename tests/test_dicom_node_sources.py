@@ -3,6 +3,7 @@ alone, and all of them), and in every transfer syntax the reader decodes here. E
 storescu; every SR is validated by dciodvfy (a missing dcmtk or dicom3tools skips, and fails under CI)."""
 from __future__ import annotations
 
+import logging
 import subprocess
 from pathlib import Path
 
@@ -100,21 +101,26 @@ def test_the_stored_image_is_never_changed():
 
 
 @pytest.mark.parametrize("syntax", sorted(DCMTK_ENCODERS.keys() | JPEG2000.keys()), ids=lambda u: UID(u).keyword)
-def test_every_readable_transfer_syntax_is_accepted(node, service, tmp_path, syntax):
+def test_every_readable_transfer_syntax_is_accepted(node, service, tmp_path, syntax, caplog):
     """A DX written in this transfer syntax (dcmtk's dcmconv/dcmcjpeg/dcmcjpls/dcmcrle, or Pillow for JPEG 2000)
     and sent by storescu proposing only that syntax: accepted and answered, with the SR the runtime gives
-    the same file, exactly where the reader decodes it here; refused at association where it does not."""
+    the same file, exactly where the reader decodes it here; refused at association where it does not, and the
+    refusal logged with the SOP class and the transfer syntax."""
     source = write(radiograph_dataset(SAMPLE, "DX"), tmp_path / "source.dcm")
     path = encoded(source, syntax, tmp_path / "encoded.dcm")
     if path is None:
         pytest.skip(f"no installed tool writes {UID(syntax).name}")
     assert pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID == syntax
-    out = _storescu(node, [path], *_proposing(syntax, pydicom.dcmread(path).SOPClassUID, tmp_path))
+    with caplog.at_level(logging.WARNING, logger="edge.serve.dicom"):
+        out = _storescu(node, [path], *_proposing(syntax, pydicom.dcmread(path).SOPClassUID, tmp_path))
     reports = _reports(tmp_path / "sr")
     if syntax not in readable_transfer_syntaxes():
         assert out.returncode != 0 and "no acceptable presentation contexts" in out.stderr.lower(), out.stderr
         assert not reports
+        logged = [r.getMessage() for r in caplog.records if "no presentation context" in r.getMessage()]
+        assert logged and f"Digital X-Ray Image Storage - For Presentation in {UID(syntax).name}" in logged[0]
         return
+    assert not any("no presentation context" in r.getMessage() for r in caplog.records)
     assert out.returncode == 0, out.stdout + out.stderr
     [(sr, sr_path)] = reports.values()
     want = service.model.predict(path, sex="M")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom.dataset import Dataset
-from pydicom.uid import AllTransferSyntaxes
+from pydicom.uid import UID, AllTransferSyntaxes
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import (ComputedRadiographyImageStorage, DigitalXRayImageStorageForPresentation,
                                   DigitalXRayImageStorageForProcessing, SecondaryCaptureImageStorage, Verification)
@@ -102,7 +102,7 @@ class DicomNode:
             self.outbox.start()
         self._server = self.ae.start_server((host, port), block=False, evt_handlers=[
             (evt.EVT_C_ECHO, lambda event: 0x0000), (evt.EVT_C_STORE, self._on_store),
-            (evt.EVT_REJECTED, self._on_rejected)])
+            (evt.EVT_REJECTED, self._on_rejected), (evt.EVT_ACCEPTED, self._on_accepted)])
         return self
 
     @property
@@ -127,6 +127,18 @@ class DicomNode:
             reason = f"more than {self.ae.maximum_associations} associations at once"
         log.warning("association refused: calling AE %r from %s:%s: %s", requestor.ae_title, requestor.address,
                     requestor.port, reason)
+
+    def _on_accepted(self, event) -> None:
+        """An association with nothing this node serves (another SOP class, a transfer syntax no installed decoder
+        reads) is logged, so an administrator sees why a modality's images never come."""
+        assoc = event.assoc
+        if assoc.accepted_contexts or not assoc.rejected_contexts:
+            return
+        asked = sorted({f"{UID(cx.abstract_syntax).name} in {' / '.join(UID(ts).name for ts in cx.transfer_syntax)}"
+                        for cx in assoc.rejected_contexts})
+        log.warning("association from calling AE %r at %s:%s: no presentation context served here (%s%s)",
+                    assoc.requestor.ae_title, assoc.requestor.address, assoc.requestor.port, "; ".join(asked[:3]),
+                    f"; and {len(asked) - 3} more" if len(asked) > 3 else "")
 
     def _on_store(self, event) -> int | Dataset:
         try:
