@@ -15,9 +15,11 @@ SOP_CLASSES = {"DX": DigitalXRayImageStorageForPresentation, "CR": ComputedRadio
 
 
 def radiograph_dataset(png: Path, modality: str = "DX", patient_id: str = "TEST-0001",
-                       patient_name: str = "Test^Hand", sex: str = "M", study_uid: str | None = None) -> Dataset:
-    """A DX/CR/Secondary Capture image of one hand: the PNG's pixels as 8-bit MONOCHROME2, with patient, study,
-    series and equipment attributes a PACS would send."""
+                       patient_name: str = "Test^Hand", sex: str = "M", study_uid: str | None = None,
+                       bits: int = 8) -> Dataset:
+    """A DX/CR/Secondary Capture image of one hand: the PNG's pixels as 8-bit MONOCHROME2 (bits=12: scaled to
+    12 bits stored in 16, as most CR/DX detectors write), with patient, study, series and equipment attributes
+    a PACS would send."""
     pixels = np.asarray(Image.open(png).convert("L"), dtype=np.uint8)
     sop_class = SOP_CLASSES[modality]
     ds = Dataset()
@@ -49,7 +51,7 @@ def radiograph_dataset(png: Path, modality: str = "DX", patient_id: str = "TEST-
         ds.BurnedInAnnotation = "NO"
         ds.PixelIntensityRelationship, ds.PixelIntensityRelationshipSign = "LIN", 1
         ds.ImagerPixelSpacing = ds.PixelSpacing = [0.1, 0.1]
-        ds.WindowCenter, ds.WindowWidth = 128, 256
+        ds.WindowCenter, ds.WindowWidth = (128, 256) if bits == 8 else (2048, 4096)
         ds.AcquisitionContextSequence = []
         ds.LossyImageCompression = "00"
         region = Dataset()
@@ -57,8 +59,12 @@ def radiograph_dataset(png: Path, modality: str = "DX", patient_id: str = "TEST-
         ds.AnatomicRegionSequence = [region]
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.Rows, ds.Columns = pixels.shape
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.PixelData = pixels.tobytes()
+    if bits == 8:
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+        ds.PixelData = pixels.tobytes()
+    else:
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits, bits - 1, 0
+        ds.PixelData = (pixels.astype(np.uint16) << (bits - 8)).astype("<u2").tobytes()
     return ds
 
 

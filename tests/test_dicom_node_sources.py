@@ -102,17 +102,19 @@ def test_the_stored_image_is_never_changed():
 
 @pytest.mark.parametrize("syntax", sorted(DCMTK_ENCODERS.keys() | JPEG2000.keys()), ids=lambda u: UID(u).keyword)
 def test_every_readable_transfer_syntax_is_accepted(node, service, tmp_path, syntax, caplog):
-    """A DX written in this transfer syntax (dcmtk's dcmconv/dcmcjpeg/dcmcjpls/dcmcrle, or Pillow for JPEG 2000)
-    and sent by storescu proposing only that syntax: accepted and answered, with the SR the runtime gives
+    """An 8-bit and a 12-bit DX written in this transfer syntax (dcmtk's dcmconv/dcmcjpeg/dcmcjpls/dcmcrle, or
+    Pillow for JPEG 2000) and sent by storescu proposing only that syntax: accepted and answered, with the SR the runtime gives
     the same file, exactly where the reader decodes it here; refused at association where it does not, and the
     refusal logged with the SOP class and the transfer syntax."""
-    source = write(radiograph_dataset(SAMPLE, "DX"), tmp_path / "source.dcm")
-    path = encoded(source, syntax, tmp_path / "encoded.dcm")
-    if path is None:
-        pytest.skip(f"no installed tool writes {UID(syntax).name}")
-    assert pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID == syntax
+    paths = []
+    for bits in (8, 12):
+        source = write(radiograph_dataset(SAMPLE, "DX", bits=bits), tmp_path / f"source-{bits}.dcm")
+        paths.append(encoded(source, syntax, tmp_path / f"encoded-{bits}.dcm"))
+        if paths[-1] is None:
+            pytest.skip(f"no installed tool writes {UID(syntax).name}")
+        assert pydicom.dcmread(paths[-1], stop_before_pixels=True).file_meta.TransferSyntaxUID == syntax
     with caplog.at_level(logging.WARNING, logger="edge.serve.dicom"):
-        out = _storescu(node, [path], *_proposing(syntax, pydicom.dcmread(path).SOPClassUID, tmp_path))
+        out = _storescu(node, paths, *_proposing(syntax, pydicom.dcmread(paths[0]).SOPClassUID, tmp_path))
     reports = _reports(tmp_path / "sr")
     if syntax not in readable_transfer_syntaxes():
         assert out.returncode != 0 and "no acceptable presentation contexts" in out.stderr.lower(), out.stderr
@@ -121,8 +123,10 @@ def test_every_readable_transfer_syntax_is_accepted(node, service, tmp_path, syn
         assert logged and f"Digital X-Ray Image Storage - For Presentation in {UID(syntax).name}" in logged[0]
         return
     assert not any("no presentation context" in r.getMessage() for r in caplog.records)
-    assert out.returncode == 0, out.stdout + out.stderr
-    [(sr, sr_path)] = reports.values()
-    want = service.model.predict(path, sex="M")
-    assert read_sr(sr)["Bone age"][0] == pytest.approx(want.bone_age_months, abs=0.005)
-    assert not dciodvfy_errors(sr_path)
+    assert out.returncode == 0 and "Failed" not in out.stderr, out.stdout + out.stderr
+    assert len(reports) == 2
+    for path in paths:
+        sr, sr_path = reports[pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID]
+        want = service.model.predict(path, sex="M")
+        assert read_sr(sr)["Bone age"][0] == pytest.approx(want.bone_age_months, abs=0.005), path.name
+        assert not dciodvfy_errors(sr_path)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom.dataset import Dataset
-from pydicom.uid import UID, AllTransferSyntaxes
+from pydicom.uid import UID, AllTransferSyntaxes, JPEGExtended12Bit
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import (ComputedRadiographyImageStorage, DigitalXRayImageStorageForPresentation,
                                   DigitalXRayImageStorageForProcessing, SecondaryCaptureImageStorage, Verification)
@@ -56,6 +56,12 @@ class Peer:
         return peer
 
 
+# Plugins that decode only part of what a transfer syntax carries: Pillow reads 8-bit JPEG Extended, not the
+# 12-bit images the syntax exists for. With nothing else installed the syntax is refused at association, so a
+# modality sends the image uncompressed instead of having it accepted and then failed.
+PARTIAL_PLUGINS = {JPEGExtended12Bit: {"pillow"}}
+
+
 def readable_transfer_syntaxes() -> list[str]:
     """The transfer syntaxes the runtime's reader (pydicom, edge.imaging) decodes here: the uncompressed ones and
     each compressed one whose pydicom decoder has an installed plugin (Pillow, pyjpegls, pylibjpeg, GDCM...)."""
@@ -64,10 +70,12 @@ def readable_transfer_syntaxes() -> list[str]:
     readable = []
     for uid in AllTransferSyntaxes:
         try:
-            if get_decoder(uid).is_available:
-                readable.append(uid)
+            decoder = get_decoder(uid)
         except NotImplementedError:  # no pydicom decoder at all (MPEG, HEVC...)
-            pass
+            continue
+        plugins = set(decoder.available_plugins) - PARTIAL_PLUGINS.get(uid, set())
+        if decoder.is_available and (decoder.is_native or plugins):
+            readable.append(uid)
     return readable
 
 
