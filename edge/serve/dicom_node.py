@@ -97,8 +97,9 @@ class DicomNode:
         self.model = {"name": model["name"], "version": model["version"]}
         self.ae = AE(ae_title=ae_title)
         self.ae.add_supported_context(Verification)
+        syntaxes = readable_transfer_syntaxes()
         for sop_class in IMAGE_CLASSES:
-            self.ae.add_supported_context(sop_class, readable_transfer_syntaxes())
+            self.ae.add_supported_context(sop_class, syntaxes)
         self.ae.require_calling_aet = self.allowed
         self.ae.require_called_aet = True
         self.ae.acse_timeout = self.ae.dimse_timeout = self.ae.network_timeout = timeout_s
