@@ -298,9 +298,20 @@ def parsed(ds):
     would raise wherever that tag is first read; converted here, inside the reader's own error handling, it is
     the file's one-line error instead."""
     for part in (getattr(ds, "file_meta", None), ds):
-        for _ in part.iterall() if part is not None else ():
-            pass
+        if part is not None:
+            _convert_all(part)
     return ds
+
+
+def _convert_all(ds) -> None:
+    for tag in list(ds.keys()):
+        try:
+            elem = ds[tag]  # converts the raw value
+        except Exception as e:  # pydicom raises NotImplementedError, BytesLengthException, ValueError...
+            raise ValueError(f"element {tag} is damaged: {_first_line(e).split(' in tag (')[0]}") from None
+        if elem.VR == "SQ":
+            for item in elem.value:
+                _convert_all(item)
 
 
 def read_dicom_header(path):
@@ -416,9 +427,12 @@ def _check_size(path: Path, img: np.ndarray) -> np.ndarray:
     return img
 
 
+_BYTES = re.compile(r"""b(['"]).*?(?<!\\)\1""")  # a bytes literal: a file's raw bytes, perhaps a patient's
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
-    return printable(text[0].rstrip(": "), 160) if text else type(e).__name__
+    return printable(_BYTES.sub("(bytes)", text[0]).rstrip(": "), 160) if text else type(e).__name__
 
 
 # --- inputs: files, folders, globs ---------------------------------------------------------------------------

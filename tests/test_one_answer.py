@@ -230,6 +230,8 @@ def test_a_damaged_vr_in_any_element_read_is_that_files_one_line_error(tiny_bund
     for name in ("PatientSex", "TransferSyntaxUID", "PatientBirthDate"):  # the and the age's source
         assert f"bad-{name}-ZZ.dcm" in errors
     assert "(0010,0040)" in errors["bad-PatientSex-ZZ.dcm"] and "(0002,0010)" in errors["bad-TransferSyntaxUID-ZZ.dcm"]
+    sex_fd = errors["bad-PatientSex-FD.dcm"]  # the parser quotes the value's bytes: never passed on
+    assert "(0010,0040)" in sex_fd and "b'" not in sex_fd and "'M " not in sex_fd
     assert len(errors) >= len(READ)  # most damage is refused; what is left readable is answered, never crashes
 
 
