@@ -248,7 +248,7 @@ def _decode_dicom(path: Path) -> np.ndarray:
         pixels = pixels[0]  # multi-frame: a radiograph has one frame, take the first
     if pixels.ndim == 3:
         pixels = pixels.mean(axis=-1)
-    a = to_8bit(_displayed_values(path, pixels, ds), _displayed_values(path, _stored_range(ds), ds))
+    a = to_8bit(_displayed_values(path, pixels, ds), _displayed_values(path, _stored_range(path, ds), ds))
     if ds.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
         a = 255 - a  # MONOCHROME1: high values are dark; bone must be bright as in training
     return a
@@ -268,10 +268,15 @@ def _displayed_values(path: Path, pixels: np.ndarray, ds) -> np.ndarray:
         raise ImageError(path, f"DICOM rescale or window values are unusable ({_first_line(e)})") from None
 
 
-def _stored_range(ds) -> np.ndarray:
+def _stored_range(path: Path, ds) -> np.ndarray:
     """Every value BitsStored can hold (its two ends past 16 bits), as stored: what the file's own LUTs map
     onto its nominal display range."""
-    bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 8)
+    try:
+        bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 8)
+    except (TypeError, ValueError):
+        bits = 0
+    if not 1 <= bits <= 32:
+        raise ImageError(path, f"DICOM BitsStored {printable(ds.get('BitsStored'), 40)} is unusable (1-32 expected)")
     lo = -(1 << (bits - 1)) if ds.get("PixelRepresentation", 0) == 1 else 0
     hi = lo + (1 << bits) - 1
     return np.arange(lo, hi + 1) if bits <= 16 else np.array([lo, hi])
