@@ -264,7 +264,10 @@ class BoneAgeModel:
         see predict(). `progress`, if given, is called with the number of inputs finished after each batch."""
         sources = list(sources)
         patients = _patients(sources, sex, age, birth_date, study_date)
-        sexes = [p.sex if isinstance(p, Patient) else "" for p in patients]
+        # A DICOM's own PatientSex is used where the model has an age head per sex; a sex given to a model without
+        # them is refused (predict_iter).
+        sexes = [p.sex if isinstance(p, Patient) and (self.uses_sex or p.sex_source == "sex argument") else ""
+                 for p in patients]
         clinical, results = fitted(self.bundle), []
         for result, patient in zip(self.predict_iter(sources, batch_size, sexes, workers), patients):
             if isinstance(patient, PatientError):

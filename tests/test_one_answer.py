@@ -260,3 +260,14 @@ def test_the_python_api_reports_a_damaged_file_and_answers_the_rest(tiny_bundle,
     assert isinstance(results[0], Prediction) and isinstance(results[-1], Prediction)
     assert len(results) == len(damaged) + 2
     assert sum(isinstance(r, Failure) for r in results) >= len(READ)
+
+
+def test_a_model_without_sex_heads_ignores_a_dicoms_own_sex_and_refuses_a_given_one(tiny_bundle, tiny_images,
+                                                                                  tmp_path, monkeypatch):
+    model = BoneAgeModel.load(tiny_bundle)
+    monkeypatch.setattr(BoneAgeModel, "uses_sex", property(lambda self: False))
+    dcm = write(radiograph_dataset(tiny_images[0], modality="DX", sex="M"), tmp_path / "own-sex.dcm")
+    r = model.predict(dcm)  # the file's PatientSex M: not an error, the sex-blind estimate
+    assert r.given_sex == "" and r.chronological_age_months == pytest.approx(144.4, abs=0.1)
+    with pytest.raises(ValueError, match="no age head per sex"):
+        model.predict(dcm, sex="M")
