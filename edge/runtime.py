@@ -211,13 +211,13 @@ class BoneAgeModel:
             pairs.sort(key=lambda pair: pair[1] == "int8" and not FORMATS[pair[0]].int8_pays)
         if len(pairs) > 1:  # something left to choose: only what the bundle has
             pairs = [pair for pair in pairs if pair in b.available()]
-        errors = []
+        errors, missing = [], []  # why each installed backend failed first: a missing package is no news
         for name, prec in pairs:
             cls_ = backend_class(name)
             try:
                 cls_.check_available()
             except BackendUnavailable as e:
-                errors.append(str(e))
+                missing.append(str(e))
                 continue
             artifact = b.artifact_path(name, prec)  # BundleError on a tampered file: never skipped
             try:
@@ -229,7 +229,7 @@ class BoneAgeModel:
                               f"{name} {prec} failed: {type(e).__name__}: {(str(e).splitlines() or [''])[0]}")
         usable = ", ".join(n for n in FORMATS if _installed(n)) or "none"
         raise BackendUnavailable(f"no backend can run {' or '.join(precisions)} from {b.root}: "
-                                 + ("; ".join(dict.fromkeys(errors)) or "the bundle has no such artifact")
+                                 + ("; ".join(dict.fromkeys(errors + missing)) or "the bundle has no such artifact")
                                  + f" (installed here: {usable})")
 
     @property

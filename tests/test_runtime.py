@@ -554,3 +554,17 @@ def test_without_the_input_check_the_estimate_is_the_same_and_says_unchecked(tin
     assert a.bone_age_months == pytest.approx(b.bone_age_months, rel=1e-6) and b.bone_age_months == pytest.approx(
         want, abs=1e-3)
     assert (a.status, b.status) == ("ok", "unchecked")
+
+
+def test_a_refusal_names_what_failed_before_what_is_not_installed(tiny_bundle, monkeypatch):
+    # TensorRT (first in every order) is not installed here: its "pip install tensorrt" must not hide the reason.
+    def wrong(self):
+        raise BackendUnavailable(f"{self.backend.name} {self.precision} gives wrong outputs on this machine")
+    monkeypatch.setattr(BoneAgeModel, "_check_reference", wrong)
+    for inputs in (1, None):
+        with pytest.raises(BackendUnavailable) as e:
+            BoneAgeModel.load(tiny_bundle, precision="fp32", inputs=inputs)
+        msg = str(e.value)
+        assert "gives wrong outputs" in msg.split(";")[0], msg
+        if "tensorrt" in msg:
+            assert msg.index("gives wrong outputs") < msg.index("tensorrt")
