@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import numbers
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -401,7 +402,7 @@ def _given_patient(sex, age, birth_date, study_date) -> Patient:
     months, source = None, ""
     if age not in (None, "") and (birth_date or study_date):
         raise ValueError("give the age or birth_date + study_date, not both")
-    if isinstance(age, (int, float)) and not isinstance(age, bool):
+    if isinstance(age, numbers.Real) and not isinstance(age, bool):  # months (numpy numbers too)
         months, source = check_age(float(age), f"age {age} months"), "age argument"
     elif age not in (None, ""):
         months, source = parse_age(str(age)), "age argument"
