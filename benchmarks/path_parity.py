@@ -3,6 +3,7 @@
 
   nice -n 10 python benchmarks/path_parity.py                     # the whole test split (1,240 ids)
   nice -n 10 python benchmarks/path_parity.py --limit 200 --out /tmp/parity.md
+  nice -n 10 python benchmarks/path_parity.py --folder registered-512 --out benchmarks/results/path-parity-registered-512.md
 
 Each test image (train-299 JPEG, decoded to its 8-bit pixels) is written, outside the repository, as a PNG, an 8-bit
 DX DICOM of the same pixels (window 128/256, rescale 1/0, as a PACS sends it), a 16-bit DICOM holding them x 257 and
@@ -39,14 +40,14 @@ SPLIT = REPO / "models/splits/rsna-train-100px-seed0.json"
 FIELDS = ("sex", "warning", "status", "corrections")
 
 
-def write_inputs(ids, images: Path, sexes: dict, out: Path) -> dict[str, list[Path]]:
+def write_inputs(ids, images: dict, sexes: dict, out: Path) -> dict[str, list[Path]]:
     """Each id as PNG and as three DICOMs of the same pixels (8-bit DX, 16-bit, 12-bit windowed)."""
     paths = {k: [] for k in ("png", "dicom8", "dicom16", "dicom12w")}
     for name in paths:
         (out / name).mkdir(parents=True, exist_ok=True)
     for i in ids:
         png = out / "png" / f"{i}.png"
-        pixels = np.asarray(Image.open(images / f"{i}.jpg").convert("L"))
+        pixels = np.asarray(Image.open(images[i]).convert("L"))
         Image.fromarray(pixels).save(png)
         sex = "M" if sexes[i] else "F"
         paths["png"].append(png)
@@ -100,16 +101,19 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=os.environ.get("BONEAGE_DATA", str(REPO.parent / "shared/data/rsna-boneage")))
     p.add_argument("--limit", type=int, default=0, help="the first N test ids only (0: all)")
+    p.add_argument("--folder", help="every labelled image of this folder of the data (e.g. registered-512, fullres) "
+                                    "instead of train-299's test split")
     p.add_argument("--out", default=str(REPO / "benchmarks/results/path-parity.md"))
     args = p.parse_args(argv)
-    root = Path(args.data) / "train-299"
+    root = Path(args.data) / (args.folder or "train-299")
     read = read_labels(root)
     labels = {i: bool(m) for i, m in zip(read.ids, read.male)}
-    ids = [i for i in json.loads(SPLIT.read_text())["test"] if i in labels]
+    images = dict(zip(read.ids, read.paths()))
+    ids = read.ids if args.folder else [i for i in json.loads(SPLIT.read_text())["test"] if i in labels]
     ids = ids[:args.limit] if args.limit else ids
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="path-parity-") as tmp:
-        paths = write_inputs(ids, root / "images", labels, Path(tmp))
+        paths = write_inputs(ids, images, labels, Path(tmp))
         sexes = ["M" if labels[i] else "F" for i in ids]
         folder = BoneAgeModel.load()
         one = BoneAgeModel.load(inputs=1)
@@ -125,7 +129,8 @@ def main(argv=None) -> int:
         rows.append(compare("before: ONNX Runtime FP32 (old one-image) vs folder", ref,
                             answers(ort.predict_many(paths["png"], sex=sexes))))
     head = (f"# Path-to-path differences ({time.strftime('%Y-%m-%d')}, benchmarks/path_parity.py)\n\n"
-            f"{len(ids)} test-split images (train-299, 8-bit), the patient's true sex given; reference: "
+            f"{len(ids)} {args.folder + ' images' if args.folder else 'test-split images (train-299)'} (8-bit), "
+            "the patient's true sex given; reference: "
             f"BoneAgeModel.load() ({folder.backend_name} {folder.precision}) on the PNGs. CPU: "
             f"{'INT8 dot products' if folder.precision == 'int8' else 'FP32'}; {time.time() - t0:.0f} s.\n"
             "edge-infer writes one decimal: its row allows 0.05 months of rounding in 'over 0.1'.\n\n")
