@@ -5,11 +5,12 @@
   nice -n 10 python benchmarks/path_parity.py --limit 200 --out /tmp/parity.md
   nice -n 10 python benchmarks/path_parity.py --folder registered-512 --out benchmarks/results/path-parity-registered-512.md
 
-Each test image (train-299 JPEG, decoded to its 8-bit pixels) is written, outside the repository, as a PNG, an 8-bit
-DX DICOM of the same pixels (window 128/256, rescale 1/0, as a PACS sends it), a 16-bit DICOM holding them x 257 and
-a 12-bit one holding them x 16 + 8 under a window as wide as its range. With the patient's true sex given:
+Each test image (train-299 JPEG, decoded to its 8-bit pixels) is written, outside the repository, as a PNG, a 16-bit
+PNG holding them x 257, an 8-bit DX DICOM of the same pixels (window 128/256, rescale 1/0, as a PACS sends it), a
+16-bit DICOM holding them x 257 and a 12-bit one holding them x 16 + 8 under a window as wide as its range. With the
+patient's true sex given:
 - the reference: the API (BoneAgeModel.load(), what a folder, edge-serve and the DICOM node load) on the PNGs;
-- each DICOM through the same model;
+- the 16-bit PNG and each DICOM through the same model;
 - the PNG alone: the model edge-infer loads for one image (inputs=1), one call per image;
 - edge-infer on the folder of PNGs (--json, a subprocess) against the API: the CLI's record;
 - for scale, what the rule replaced: ONNX Runtime FP32 (the old one-image choice) against the reference.
@@ -41,8 +42,9 @@ FIELDS = ("sex", "warning", "status", "corrections")
 
 
 def write_inputs(ids, images: dict, sexes: dict, out: Path) -> dict[str, list[Path]]:
-    """Each id as PNG and as three DICOMs of the same pixels (8-bit DX, 16-bit, 12-bit windowed)."""
-    paths = {k: [] for k in ("png", "dicom8", "dicom16", "dicom12w")}
+    """Each id as PNG, as a 16-bit PNG (x 257) and as three DICOMs of the same pixels (8-bit DX, 16-bit, 12-bit
+    windowed)."""
+    paths = {k: [] for k in ("png", "png16", "dicom8", "dicom16", "dicom12w")}
     for name in paths:
         (out / name).mkdir(parents=True, exist_ok=True)
     for i in ids:
@@ -51,6 +53,8 @@ def write_inputs(ids, images: dict, sexes: dict, out: Path) -> dict[str, list[Pa
         Image.fromarray(pixels).save(png)
         sex = "M" if sexes[i] else "F"
         paths["png"].append(png)
+        paths["png16"].append(out / "png16" / f"{i}.png")
+        Image.fromarray(pixels.astype(np.uint16) * 257).save(paths["png16"][-1])
         paths["dicom8"].append(write(radiograph_dataset(png, "DX", sex=sex), out / "dicom8" / f"{i}.dcm"))
         wide = pixels.astype(np.uint16)
         for name, stored, bits, window in (("dicom16", wide * 257, 16, None),
@@ -120,7 +124,7 @@ def main(argv=None) -> int:
         ort = BoneAgeModel.load(backend="onnxruntime", precision="fp32")
         ref = answers(folder.predict_many(paths["png"], sex=sexes))
         rows = [compare(f"PNG vs {k}, API", ref, answers(folder.predict_many(paths[k], sex=sexes)))
-                for k in ("dicom8", "dicom16", "dicom12w")]
+                for k in ("png16", "dicom8", "dicom16", "dicom12w")]
         alone = [one.predict_many([f], sex=s, workers=0)[0] for f, s in zip(paths["png"], sexes)]
         rows.append(compare(f"PNG alone ({one.backend_name} {one.precision}) vs folder", ref, answers(alone)))
         order = np.argsort([p.name for p in paths["png"]])  # edge-infer lists a folder sorted by name

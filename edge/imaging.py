@@ -57,8 +57,8 @@ def to_unit(img: np.ndarray) -> np.ndarray:
 
 
 def decode_radiograph(path) -> np.ndarray:
-    """A file -> 2-D array: uint8 for 8-bit sources and every DICOM (to_8bit), so they are resized in Pillow's
-    8-bit mode, exactly as the RSNA sets were made, and cheaply; else float32 in [0, 1] (16-bit PNG, TIFF)."""
+    """A file -> 2-D uint8 array, whatever its depth (to_8bit: the range the network was trained on), so it is
+    checked and resized in Pillow's 8-bit mode, exactly as the RSNA sets were made, and cheaply."""
     path = Path(path)
     check_file(path)
     try:
@@ -137,12 +137,14 @@ def _decode_pillow(path: Path) -> np.ndarray:
 
 
 def _pil_to_unit_gray(im: Image.Image) -> np.ndarray:
+    """Every file becomes 8 bits, the range the network was trained on (to_8bit): a 16-bit PNG or TIFF by its
+    nominal range, so a 16-bit PNG of an 8-bit image's pixels x 257 is that image bit for bit."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        a = np.asarray(im).astype(np.float32)
-        top = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
-        return np.clip(a / top, 0.0, 1.0)
+        a = np.asarray(im).astype(np.float64)
+        bits = 16 if im.mode.startswith("I;16") or a.max() > 255 else 8
+        return to_8bit(np.clip(a, 0, None), np.array([0, (1 << bits) - 1]))
     if im.mode == "F":
-        return _minmax(np.asarray(im, dtype=np.float32))
+        return _stretched(np.asarray(im, dtype=np.float32))
     return np.asarray(im if im.mode == "L" else im.convert("L"), dtype=np.uint8)  # RGB(A), P, LA, CMYK, 1: luminance
 
 
@@ -283,8 +285,8 @@ def _stored_range(path: Path, ds) -> np.ndarray:
 
 
 def to_8bit(a: np.ndarray, nominal: np.ndarray) -> np.ndarray:
-    """The one mapping of a DICOM's displayed values onto the 8-bit range the network was trained on (RSNA's
-    8-bit images): the file's nominal display range (what its bits stored can hold, through its own rescale and
+    """The one mapping of a DICOM's displayed values (and a 16-bit PNG's) onto the 8-bit range the network was
+    trained on (RSNA's 8-bit images): the file's nominal display range (what its bits stored can hold, through its own rescale and
     window or VOI LUT: `nominal`) cut into 256 equal levels. An 8-bit DICOM is then its PNG bit for bit, and
     8-bit pixels widened to 12 or 16 bits (shifted, scaled or replicated) come back exactly; a window's output
     range is the nominal one. A header declaring far more bits than its data use (under a quarter of the range)
@@ -293,8 +295,13 @@ def to_8bit(a: np.ndarray, nominal: np.ndarray) -> np.ndarray:
     lo, hi = float(np.min(nominal)), float(np.max(nominal))
     step = (hi - lo + 1) / 256  # one grey level, in displayed values
     if not (np.isfinite(lo) and np.isfinite(hi)) or np.ptp(a) < 64 * step:
-        return np.round(_minmax(a) * np.float32(255)).astype(np.uint8)
+        return _stretched(a)
     return np.clip(np.floor((a - lo) / step + 1e-6), 0, 255).astype(np.uint8)
+
+
+def _stretched(a: np.ndarray) -> np.ndarray:
+    """Min to max onto 0-255, rounded: for values with no nominal range."""
+    return np.round(_minmax(a) * np.float32(255)).astype(np.uint8)
 
 
 def parsed(ds):

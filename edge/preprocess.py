@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from edge.config import InputSpec
-from edge.imaging import decode_radiograph
+from edge.imaging import decode_radiograph, to_8bit
 
 _FILTERS = {
     "nearest": Image.Resampling.NEAREST,
@@ -83,6 +83,8 @@ def _as_unit_gray(a: np.ndarray) -> np.ndarray:
         raise ValueError(f"expected a 2-D grayscale array, got shape {a.shape}")
     if a.dtype == np.uint8:
         return a  # resized in 8-bit mode, like a file (to_model_input)
+    if a.dtype == np.uint16:  # a 16-bit PNG's pixels: the file's 8 bits (edge.imaging.to_8bit)
+        return to_8bit(a.astype(np.float64), np.array([0, 65535]))
     if np.issubdtype(a.dtype, np.integer):
         top = 255.0 if a.dtype == np.uint8 else float(np.iinfo(a.dtype).max)
         return (a.astype(np.float32) / top).clip(0, 1)

@@ -56,8 +56,8 @@ def _voi_lut(out_bits: int, table) -> list:
     return [item]
 
 
-def test_dicoms_of_a_pngs_pixels_decode_to_the_png_bit_for_bit(tmp_path):
-    """8-bit as stored, inverted MONOCHROME1, a DX with an identity window and rescale, and the 8-bit pixels
+def test_dicoms_and_a_16_bit_png_of_a_pngs_pixels_decode_to_the_png_bit_for_bit(tmp_path):
+    """A 16-bit PNG of them x 257; DICOM 8-bit as stored, inverted MONOCHROME1, a DX with an identity window and rescale, and the 8-bit pixels
     widened to 10, 12 or 16 bits stored (shifted, scaled, replicated) or through a VOI LUT: each decodes to
     exactly the PNG's array, so it takes the PNG's 8-bit path (input check, resize) from there."""
     png = SAMPLES[0]
@@ -74,6 +74,8 @@ def test_dicoms_of_a_pngs_pixels_decode_to_the_png_bit_for_bit(tmp_path):
         "lut8": _dicom(png, tmp_path / "lut.dcm", stored=w * 16 + 5, bits=12,
                        VOILUTSequence=_voi_lut(16, np.arange(4096) // 16 * 257)),
     }
+    cases["png16"] = tmp_path / "sixteen.png"
+    Image.fromarray(w * 257).save(cases["png16"])  # a 16-bit PNG of the same pixels: the same 8 bits
     for name, path in cases.items():
         got = decode(path)
         assert got.dtype == np.uint8, name
