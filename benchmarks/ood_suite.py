@@ -13,6 +13,7 @@ in a wide border, underexposed, flat). Test ids are used only to measure, never 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import sys
@@ -86,7 +87,7 @@ def training_sets(data: Path, ids: list[str], n_synthetic: int, rng):
     and its mirror) and negatives (a quarter, a smaller part, a heavy blur of each; generated images)."""
     thumbs, pos, neg = [], [], []
     for _, img in ids_images(data, ids):
-        medium = quality.cropped_medium(img)
+        medium = quality.cropped_medium(img, upright=True)
         mirror = np.ascontiguousarray(medium[:, ::-1])
         thumbs += [quality.thumbnail(medium), quality.thumbnail(mirror), quality.thumbnail(_part(medium, rng, .7, .95))]
         pos += [quality.hand_features(medium), quality.hand_features(mirror)]
@@ -203,6 +204,45 @@ def fit(bundle_dir: Path, data: Path, n_train: int, n_synthetic: int = 2000, see
     store(bundle.root, "quality", model.to_dict())
     return {"reject": round(reject, 3), "val": len(scores), **{k: int(v) for k, v in views_taken.items()},
             "val_score_quantiles": np.quantile(scores, [0.001, 0.002, 0.01, 0.5]).round(2).tolist()}
+
+
+def fit_laterality(bundle_dir: Path, data: Path, seed: int = 0) -> dict:
+    """Add laterality weights to the bundle's fitted quality model: a logistic classifier over its standardised
+    hand features, the upright training images it was fitted on (RSNA: mostly left hands) against their mirror
+    images; the L2 penalty that tells validation images from their mirrors best. check() mirrors above logit 0 (a
+    wrong mirror and a missed one cost the same: the network was trained with flips, models/augment.py)."""
+    bundle = load_bundle(bundle_dir)
+    model = quality.quality_model(bundle)
+    split = read_split(bundle.root / "split.json")
+    n = int(model.fitted_on.get("train_ids", 3000))
+    train_ids = sorted(np.random.default_rng(model.fitted_on.get("seed", seed)).choice(
+        split["train"], min(n, len(split["train"])), replace=False).tolist())
+
+    unmirrored = dataclasses.replace(model, laterality=None)  # the views check() reads, before any mirror
+
+    def upright_pairs(ids):
+        x = []
+        for _, img in ids_images(data, ids):
+            v = quality.check(img, unmirrored, bundle.config.input.height)
+            if v.accepted:
+                medium = quality.cropped_medium(v.image)
+                x += [quality.hand_features(medium), quality.hand_features(np.ascontiguousarray(medium[:, ::-1]))]
+        x = (np.stack(x) - model.hand_mean) / model.hand_std
+        return x, np.tile([0.0, 1.0], len(x) // 2)
+
+    x, y = upright_pairs(train_ids)
+    xv, yv = upright_pairs(split["val"])
+    tried = {}
+    for l2 in HAND_L2:
+        w = _fit_logistic(x, y, l2)
+        tried[l2] = (float((((xv @ w[:-1] + w[-1]) > 0) == yv).mean()), w)
+    l2 = max(tried, key=lambda k: tried[k][0])
+    model = dataclasses.replace(model, laterality=tried[l2][1], fitted_on={
+        **model.fitted_on, "laterality": {"train_ids": len(train_ids), "l2": l2, "val_accuracy": {
+            str(k): round(v[0], 4) for k, v in tried.items()}, "command": "python benchmarks/ood_suite.py "
+                                                                         "fit-laterality --bundle BUNDLE --data DATA"}})
+    store(bundle.root, "quality", model.to_dict())
+    return model.fitted_on["laterality"]
 
 
 # ---------------------------------------------------------------- the out-of-distribution suite
@@ -385,7 +425,8 @@ def training_limits(data: Path, ids: list[str]) -> list[str]:
         lo99 = np.percentile(medium, [1, 99])
         hi.append(lo99[1])
         span.append(lo99[1] - lo99[0])
-        sharp.append(quality.sharpness(quality.cropped_medium(img)))
+        box = quality.frame_box(medium)  # sharpness is judged after the crop, before any straightening
+        sharp.append(quality.sharpness(medium if box is None else medium[box[0]:box[1], box[2]:box[3]]))
     row = lambda name, v, limit: f"| {name} | {np.min(v):.3f} | {np.quantile(v, 0.001):.3f} | {limit} |"  # noqa: E731
     return [f"## Fixed limits against the training split ({len(ids)} images)", "",
             "| measure | training minimum | 0.1% quantile | refused below |", "| --- | --- | --- | --- |",
@@ -455,15 +496,182 @@ def latency(bundle_root: Path, data: Path, check, rounds: int = 300) -> list[str
     return out
 
 
+# ---------------------------------------------------------------- the widest data at hand (issue 34)
+
+TILTS = (15, 30, 45, 60)  # degrees; each test image is tilted one way, the next the other way
+
+
+def tilt(img: np.ndarray, degrees: float) -> np.ndarray:
+    """The radiograph turned by `degrees` anticlockwise about its centre, as a hand lying tilted on its cassette:
+    same size (corners cut), what comes in filled with the median of the image's border (its background)."""
+    border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
+    return np.asarray(Image.fromarray(img).rotate(degrees, Image.Resampling.BILINEAR, fillcolor=int(np.median(border))))
+
+
+def outcome(v: quality.Verdict) -> str:
+    """One word for a verdict: refused / straightened / warned / turned / mirrored / cropped / ok (first that
+    applies, in that order)."""
+    if not v.accepted:
+        return "refused"
+    said = " ".join(v.corrections)
+    for word, key in (("straightened", "straightened"), ("warned", "warning"), ("turned", "turned upright"),
+                      ("mirrored", "mirrored"), ("cropped", "cropped")):
+        if key in said:
+            return word
+    return "ok"
+
+
+def wide_split(data: Path, split: dict, fitted_ids: set, check) -> tuple[list[str], dict]:
+    """False refusals on every train-299 image, by the part of the split it belongs to; the test images kept."""
+    parts = {"train, fitted on (orientation and hand classifier)": [], "train, not fitted on": [],
+             "validation (the hand limit set on)": [], "test": []}
+    part_of = {i: ("validation (the hand limit set on)" if p == "val" else "test" if p == "test" else
+                   "train, fitted on (orientation and hand classifier)" if i in fitted_ids else "train, not fitted on")
+               for p, ids in split.items() for i in ids}
+    test, refused = {}, []
+    for i, img in ids_images(data, sorted(part_of)):
+        v = check(img)
+        parts[part_of[i]].append(outcome(v))
+        if part_of[i] == "test":
+            test[i] = img
+        if not v.accepted:
+            refused.append((part_of[i], i, v.rejection))
+    lines = [f"## Every train-299 radiograph ({len(part_of)} images): false refusals by split part", "",
+             "| part | images | refused | corrected | of which cropped / turned / straightened / warned / mirrored |",
+             "| --- | --- | --- | --- | --- |"]
+    for name, got in [*parts.items(), ("all", sum(parts.values(), []))]:
+        n, bad = len(got), got.count("refused")
+        fixed = [got.count(k) for k in ("cropped", "turned", "straightened", "warned", "mirrored")]
+        lines.append(f"| {name} | {n} | {bad} ({100 * bad / n:.2f}%) | {sum(fixed)} | {' / '.join(map(str, fixed))} |")
+    lines += ["", "| part | id | refused because |", "| --- | --- | --- |"]
+    lines += [f"| {p.split(' ')[0].strip(',')} | {i} | {why} |" for p, i, why in sorted(refused)]
+    return lines, test
+
+
+def wide_other(data: Path, check) -> list[str]:
+    lines = ["", "## fullres and registered-512 (never fitted on)", "", "| set | images | refused | corrected (what) |",
+             "| --- | --- | --- | --- |"]
+    for name in ("fullres", "registered-512"):
+        vs = {p.stem: check(gray(p)) for p in sorted((data / name / "images").iterdir())}
+        bad = [f"{i}: {v.rejection}" for i, v in vs.items() if not v.accepted]
+        fixed = [f"{i}: {'; '.join(v.corrections)}" for i, v in vs.items() if v.accepted and v.corrections]
+        lines.append(f"| {name} | {len(vs)} | {len(bad)} {bad or ''} | {len(fixed)} {fixed or ''} |")
+    return lines
+
+
+def test_transforms(test: dict) -> dict[str, tuple[str, dict]]:
+    """{class: (what the check should do, {id: image})} for every test image: turned, mirrored, inverted, tilted."""
+    out = {"turned 90 clockwise": ("turned", {i: np.rot90(a, -1) for i, a in test.items()}),
+           "turned 180": ("turned", {i: np.rot90(a, 2) for i, a in test.items()}),
+           "turned 90 anticlockwise": ("turned", {i: np.rot90(a, 1) for i, a in test.items()}),
+           "mirrored (a right hand)": ("read", {i: a[:, ::-1] for i, a in test.items()}),
+           "inverted": ("refused", {i: 255 - a for i, a in test.items()})}
+    for deg in TILTS:
+        out[f"tilted {deg} degrees (alternately either way)"] = (
+            "straightened", {i: tilt(a, deg if k % 2 else -deg) for k, (i, a) in enumerate(test.items())})
+    return out
+
+
+def wide(bundle_dir: Path, data: Path, read: bool = True) -> str:
+    """The check on the widest data here: every train-299 image, fullres, registered-512, and turned, mirrored,
+    inverted and tilted versions of every test image; with `read`, what the network reads from each against its
+    reading of the upright image (both checked)."""
+    bundle = load_bundle(bundle_dir)
+    model_q = quality.quality_model(bundle)
+    side = min(bundle.config.input.height, bundle.config.input.width)
+    check = lambda img: quality.check(np.ascontiguousarray(img), model_q, side)  # noqa: E731
+    split = read_split(bundle.root / "split.json")
+    fitted_on = (model_q.fitted_on if model_q else {}) or {}
+    rng = np.random.default_rng(fitted_on.get("seed", 0))  # the ids `fit` drew (it draws them first)
+    n_fit = min(int(fitted_on.get("train_ids", 0)), len(split["train"]))
+    fitted_ids = set(rng.choice(split["train"], n_fit, replace=False).tolist()) if n_fit else set()
+    t0 = time.time()
+    lines, test = wide_split(data, split, fitted_ids, check)
+    lines += wide_other(data, check)
+    upright = {i: check(a) for i, a in test.items()}
+    readings = _reader(bundle.root) if read else None
+    base = readings({i: v.image for i, v in upright.items() if v.accepted}) if read else {}
+    lines += ["", f"## Turned, mirrored, inverted and tilted versions of every test image ({len(test)})", "",
+              "Outcome counts (each image counted once, by its first of: refused, straightened, warned, turned, "
+              "mirrored, cropped, ok); 'right' = the outcome the class asks for (turned back to the orientation the "
+              "upright image is read in, whatever else was done; refused for inverted; straightened, warned or "
+              "refused for tilted; read for mirrored). Readings: "
+              "|reading after the check - reading of the upright image after the check|, months, over the accepted "
+              "images whose upright version was accepted; 'silent > 6' = read without a turn, straightening or warning "
+              "and more than 6 months off; 'not silent' = refused, turned, straightened or warned.", "",
+              "| class | n | refused | turned | straightened | warned | mirrored | cropped | ok | right | not silent "
+              "| within 1 month | median diff | silent > 6 months |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, (want, images) in test_transforms(test).items():
+        vs = {i: check(a) for i, a in images.items()}
+        got = {i: outcome(v) for i, v in vs.items()}
+        counts = [sum(g == k for g in got.values()) for k in
+                  ("refused", "turned", "straightened", "warned", "mirrored", "cropped", "ok")]
+        if want == "turned":  # turned back as the upright image is read (refused where that one is refused)
+            right = sum(_same_turn(vs[i], upright[i], name) if v.accepted else not upright[i].accepted
+                        for i, v in vs.items())
+        elif want == "straightened":  # never read silently: straightened, warned, refused
+            right = counts[2] + counts[3] + counts[0]
+        elif want == "refused":
+            right = counts[0]
+        else:
+            right = len(got) - counts[0]
+        said = sum(counts[:4])  # refused, turned, straightened or warned: not read silently
+        row = (f"| {name} | {len(vs)} | {' | '.join(map(str, counts))} | {100 * right / len(vs):.1f}% | "
+               f"{100 * said / len(vs):.1f}% |")
+        if read and want != "refused":
+            keep = [i for i, v in vs.items() if v.accepted and i in base]
+            after = readings({i: vs[i].image for i in keep})
+            diff = {i: abs(after[i] - base[i]) for i in keep}
+            silent = sum(diff[i] > 6 and got[i] in ("ok", "cropped", "mirrored") for i in keep)
+            row += (f" {100 * np.mean([d <= 1 for d in diff.values()]):.1f}% | {np.median(list(diff.values())):.2f} | "
+                    f"{silent} |")
+        else:
+            row += " - | - | - |"
+        lines.append(row)
+    lines += ["", f"({time.time() - t0:.0f} s)"]
+    return "\n".join(lines)
+
+
+def _same_turn(v: quality.Verdict, upright: quality.Verdict, name: str) -> bool:
+    """The turned image was turned back to the orientation the upright image is read in."""
+    given = {"turned 90 clockwise": 1, "turned 180": 2, "turned 90 anticlockwise": 3}[name]
+    return (_turn_of(v) - _turn_of(upright) - given) % 4 == 0
+
+
+def _turn_of(v: quality.Verdict) -> int:
+    """The anticlockwise quarter turns the check made (0 when none)."""
+    said = " ".join(v.corrections)
+    return next((k for k, text in quality.ORIENTATIONS.items() if k and f"(it was {text})" in said), 0)
+
+
+def _reader(bundle_root: Path):
+    """{id: image} -> {id: the network's sex-blind reading}, batches of 16."""
+    from edge.preprocess import to_model_input
+    from edge.runtime import BoneAgeModel
+
+    model = BoneAgeModel.load(bundle_root)
+
+    def read(images: dict) -> dict:
+        ids = list(images)
+        out = []
+        for k in range(0, len(ids), 16):
+            x = np.stack([to_model_input(images[i], model.spec) for i in ids[k:k + 16]])
+            out.append(model.run_arrays(x)[0])
+        return dict(zip(ids, np.concatenate(out).tolist())) if ids else {}
+    return read
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
-    for name in ("fit", "measure", "latency"):
+    for name in ("fit", "fit-laterality", "measure", "latency", "wide"):
         s = sub.add_parser(name)
         s.add_argument("--bundle", type=Path, default=Path("edge/default_bundle"))
         s.add_argument("--data", type=Path, default=Path("../shared/data/rsna-boneage"))
     sub.choices["fit"].add_argument("--train-images", type=int, default=3000, help="training ids to fit on")
     sub.choices["measure"].add_argument("--mae-images", type=int, default=300, help="test ids run through the model")
+    sub.choices["wide"].add_argument("--no-read", action="store_true", help="verdicts only, no network readings")
     args = p.parse_args(argv)
     if args.command == "fit":
         t0 = time.time()
@@ -473,6 +681,10 @@ def main(argv=None) -> int:
         model_q = quality.quality_model(bundle)
         side = min(bundle.config.input.height, bundle.config.input.width)
         print("\n".join(latency(bundle.root, args.data, lambda img: quality.check(img, model_q, side))))
+    elif args.command == "fit-laterality":
+        print(json.dumps(fit_laterality(args.bundle, args.data)))
+    elif args.command == "wide":
+        print(wide(args.bundle, args.data, not args.no_read))
     else:
         print(measure(args.bundle, args.data, args.mae_images))
     return 0

@@ -36,6 +36,9 @@ DARK_P99 = 0.07  # the brightest 1% of the image below this (of full scale): too
 FLAT_RANGE = 0.035  # 99th - 1st percentile below this: too flat (training minimum 0.06)
 BLUR_MIN = 0.055  # sharpness() below this: too blurred (training minimum 0.07)
 NOISE_MAX = 1.0  # sharpness() above this: noise, not a radiograph (training 99.9% quantile 0.57, maximum 1.94)
+# Tilt: a hand axis this far off the nearest side is turned square (docs/QUALITY.md: set on validation images).
+TILT_MIN = 20.0  # degrees
+AXIS_MIN = 0.05  # elongation under which the axis has no direction (validation 1st percentile 0.058): warned about
 HOG_CELLS, HOG_BINS, HIST_BINS = 4, 8, 16
 ORIENTATIONS = {0: "", 1: "rotated 90 degrees clockwise", 2: "rotated 180 degrees", 3: "rotated 90 degrees anticlockwise"}
 
@@ -70,6 +73,7 @@ class QualityModel:
     turn: float = 0.9
     invert: float = 0.9
     fitted_on: dict = field(default_factory=dict)
+    laterality: np.ndarray | None = None  # over the standardised hand features, bias last: > 0 reads as a right hand
 
     def views(self, thumb: np.ndarray) -> np.ndarray:
         """Probabilities of the eight views (turns 0-3 anticlockwise, then the same inverted) being upright.
@@ -96,14 +100,22 @@ class QualityModel:
         return np.stack([np.stack([np.rot90(part, -k).ravel() for k in range(4)]) for part in w])
 
     def hand_score(self, medium: "np.ndarray | Measures") -> float:
-        z = (hand_features(medium) - self.hand_mean) / self.hand_std
+        z = (_features(medium) - self.hand_mean) / self.hand_std
         return float(z @ self.hand[:-1] + self.hand[-1])
+
+    def right_hand(self, medium: "np.ndarray | Measures") -> float:
+        """The laterality logit of an upright image: above 0 it reads as a right hand (0 without the weights)."""
+        if self.laterality is None:
+            return 0.0
+        z = (_features(medium) - self.hand_mean) / self.hand_std
+        return float(z @ self.laterality[:-1] + self.laterality[-1])
 
     def to_dict(self) -> dict:
         r = lambda a: np.round(np.asarray(a, np.float64), 5).tolist()  # noqa: E731 (5 digits: a small bundle.json)
+        extra = {} if self.laterality is None else {"laterality": r(self.laterality)}
         return {"thumb": THUMB, "medium": MEDIUM, "orient": r(self.orient), "hand": r(self.hand),
                 "hand_mean": r(self.hand_mean), "hand_std": r(self.hand_std), "reject": round(float(self.reject), 4),
-                "turn": self.turn, "invert": self.invert, "fitted_on": self.fitted_on}
+                "turn": self.turn, "invert": self.invert, **extra, "fitted_on": self.fitted_on}
 
     @classmethod
     def from_dict(cls, d: dict) -> "QualityModel":
@@ -112,7 +124,8 @@ class QualityModel:
                              f"this runtime uses {THUMB}/{MEDIUM}: re-run `python benchmarks/ood_suite.py fit`")
         f32 = lambda key: np.asarray(d[key], np.float32)  # noqa: E731
         return cls(f32("orient"), f32("hand"), f32("hand_mean"), f32("hand_std"), float(d["reject"]),
-                   float(d["turn"]), float(d["invert"]), d.get("fitted_on", {}))
+                   float(d["turn"]), float(d["invert"]), d.get("fitted_on", {}),
+                   f32("laterality") if "laterality" in d else None)
 
 
 def quality_model(bundle) -> QualityModel | None:
@@ -142,17 +155,83 @@ def check(img: np.ndarray, model: QualityModel | None, input_side: int) -> Verdi
         return Verdict(None, rejection="too blurred to read the bones")
     if sharp > NOISE_MAX:
         return Verdict(None, rejection=f"noise, not a radiograph (fine detail {sharp:.1f}, radiographs at most {NOISE_MAX})")
+    straight, sm, said, off = straighten(img, m)
+    verdict = _judge(straight, sm, model, corrections + said)
+    if not verdict.accepted and straight is not img:
+        # The hand classifier was fitted on radiographs as they lie, corners and all: a straightened image it
+        # refuses is read as it lies instead, if it passes so, with a warning (never silently).
+        as_it_lies = _judge(img, m, model, corrections + [f"warning: the hand lies tilted about {abs(off):.0f} "
+                                                          "degrees and was read as it lies: check the reading"])
+        if as_it_lies.accepted:
+            return as_it_lies
+    return verdict
+
+
+def _judge(img: np.ndarray, m: "Measures", model: QualityModel | None, corrections: list[str]) -> Verdict:
+    """The fitted model's steps on a (cropped, straightened) image: more than one hand, which way it lies, whether it
+    is a whole hand radiograph, which hand."""
     if model is not None:
         if two_hands(m, model):
             return Verdict(None, rejection="more than one hand (two radiographs side by side): give one hand per "
                                            "image")
-        turns, reason = orientation(m, model)
+        turns, reason, upright = orientation(m, model)
         if reason:
             return Verdict(None, rejection=reason)
         if turns:
             img = np.rot90(img, turns)  # np.rot90 turns anticlockwise
             corrections.append(f"turned upright (it was {ORIENTATIONS[turns]})")
+        if model.right_hand(upright) > 0:
+            img = img[:, ::-1]
+            corrections.append("mirrored (a right hand: read as the left hand the model was trained on)")
     return Verdict(np.ascontiguousarray(img), tuple(corrections))
+
+
+def straighten(img: np.ndarray, m: "Measures") -> tuple[np.ndarray, "Measures", list[str], float]:
+    """A hand whose axis lies TILT_MIN or more off the nearest side of the image, turned square to it (the
+    orientation step then turns it upright): the image, its measures, what was said and the axis' angle from the
+    nearest side (degrees, anticlockwise positive). An axis too short to trust (elongation under AXIS_MIN) is not
+    turned by: the reading is warned about instead."""
+    angle, elongation = m.axis
+    # -45 to 45, whole degrees: a turned or mirrored copy of an image (whose moments differ by rounding) is
+    # straightened by the same angle, so it is read exactly as the image is
+    off = float(round((angle + 45) % 90 - 45))
+    if abs(off) < TILT_MIN:
+        return img, m, [], off
+    if elongation < AXIS_MIN:
+        return img, m, [f"warning: the hand may lie tilted (about {abs(off):.0f} degrees), not straightened: check "
+                        "the reading"], off
+    turned = Measures(_rotate(m.medium, -off, _frame_value(m.medium)))
+    unit = 255 if img.dtype == np.uint8 else 1
+    return (_rotate(img, -off, _frame_value(m.medium) * unit), turned,
+            [f"straightened (turned {abs(off):.0f} degrees {'clockwise' if off > 0 else 'anticlockwise'}: the hand "
+             "lay tilted)"], off)
+
+
+def _rotate(img: np.ndarray, degrees: float, fill: float) -> np.ndarray:
+    """img turned `degrees` anticlockwise about its centre, same size, bilinear; what comes in is `fill`."""
+    if img.dtype == np.uint8:
+        return np.asarray(Image.fromarray(img).rotate(degrees, Image.Resampling.BILINEAR, fillcolor=int(round(fill))))
+    pil = Image.fromarray(np.ascontiguousarray(img, np.float32), "F")
+    return np.asarray(pil.rotate(degrees, Image.Resampling.BILINEAR, fillcolor=float(fill)), np.float32)
+
+
+def hand_axis(medium: np.ndarray, lo: float, hi: float) -> tuple[float, float]:
+    """The hand's long axis from the second moments of what is brighter than the median (bone and soft tissue
+    against the background): (angle from the vertical in degrees, anticlockwise positive, -90 to 90; elongation
+    0 (round) to 1 (a line))."""
+    w = np.clip((medium - lo) / max(hi - lo, 1e-6), 0, 1)
+    total = float(w.sum())
+    if total <= 0:
+        return 0.0, 0.0
+    # moments from the row and column sums (two matrix-vector products instead of five image-sized ones)
+    y, x = np.arange(medium.shape[0], dtype=np.float64), np.arange(medium.shape[1], dtype=np.float64)
+    rows, cols = w.sum(axis=1, dtype=np.float64), w.sum(axis=0, dtype=np.float64)
+    cy, cx = rows @ y / total, cols @ x / total
+    myy, mxx = rows @ (y - cy) ** 2, cols @ (x - cx) ** 2
+    mxy = float((y - cy) @ w.astype(np.float64) @ (x - cx))
+    # y grows downwards: an axis leaning anticlockwise from the vertical has x falling as y falls (mxy > 0)
+    angle = 0.5 * np.degrees(np.arctan2(2 * mxy, myy - mxx))
+    return float(angle), float(np.hypot(myy - mxx, 2 * mxy) / max(myy + mxx, 1e-9))
 
 
 def two_hands(m: "Measures", model: QualityModel) -> bool:
@@ -165,9 +244,9 @@ def two_hands(m: "Measures", model: QualityModel) -> bool:
     return all(model.hand_score(half) > 0 for half in (m.medium[:, :w // 2], m.medium[:, w // 2:]))
 
 
-def orientation(m: "Measures", model: QualityModel) -> tuple[int, str]:
+def orientation(m: "Measures", model: QualityModel) -> tuple[int, str, "Measures"]:
     """The (cropped) thumbnail's measures -> (anticlockwise quarter turns that make it upright, refusal reason or
-    "")."""
+    "", the upright view's measures)."""
     p = model.view_probabilities(m.layout)
     inverted = p[4:].sum() >= model.invert
     ps = p[4:] if inverted else p[:4]
@@ -178,10 +257,10 @@ def orientation(m: "Measures", model: QualityModel) -> tuple[int, str]:
     # "inverted" to the orientation weights, and is refused either way. A turn is made only when the turned image
     # reads as a hand just as surely (measured: it refuses the bundled DICOM images that would have been turned).
     if score < model.reject or ((inverted or turns) and score < 0):
-        return 0, f"does not look like a whole hand radiograph (score {score:.1f}, limit {model.reject:.1f})"
+        return 0, f"does not look like a whole hand radiograph (score {score:.1f}, limit {model.reject:.1f})", upright
     if inverted:
-        return 0, f"inverted: bone dark, background bright (P {p[4:].sum():.2f})"
-    return turns, ""
+        return 0, f"inverted: bone dark, background bright (P {p[4:].sum():.2f})", upright
+    return turns, "", upright
 
 
 def _medium(img: np.ndarray) -> tuple[np.ndarray, float]:
@@ -207,11 +286,24 @@ class Measures:
     @cached_property
     def percentiles(self) -> tuple[np.float64, np.float64]:
         """The 1st and 99th percentiles (np.percentile's linear interpolation, from a partial sort)."""
-        return percentiles(self.medium, 1, 99)
+        return self._percentiles[0], self._percentiles[2]
+
+    @cached_property
+    def _percentiles(self) -> tuple[np.float64, ...]:
+        """The 1st, 50th, 99th and 99.5th percentiles, from one partial sort."""
+        return percentiles(self.medium, 1, 50, 99, 99.5)
 
     @cached_property
     def sharpness(self) -> float:
         return sharpness(self.medium)
+
+    @cached_property
+    def features(self) -> np.ndarray:
+        return hand_features(self)
+
+    @cached_property
+    def axis(self) -> tuple[float, float]:
+        return hand_axis(self.medium, self._percentiles[1], self._percentiles[3])
 
     @cached_property
     def layout(self) -> np.ndarray:
@@ -312,6 +404,11 @@ def views(thumb: np.ndarray) -> np.ndarray:
     return out[0] if thumb.ndim == 2 else out
 
 
+def _features(medium: "np.ndarray | Measures") -> np.ndarray:
+    """hand_features, computed once per Measures."""
+    return medium.features if isinstance(medium, Measures) else hand_features(medium)
+
+
 def hand_features(medium: "np.ndarray | Measures") -> np.ndarray:
     """What the hand classifier reads: the layout, gradient orientations per cell (finger edges), the grey-level
     histogram between the 1st and 99th percentiles, and the sharpness."""
@@ -357,8 +454,14 @@ def _hog_cells(h: int, w: int) -> np.ndarray:
     return cells
 
 
-def cropped_medium(img: np.ndarray) -> np.ndarray:
-    """The medium thumbnail check() judges the layout on (frame cropped), for fitting."""
+def cropped_medium(img: np.ndarray, upright: bool = False) -> np.ndarray:
+    """The medium thumbnail check() judges the layout on (frame cropped, hand straightened), for fitting.
+    upright: the image is known to be upright (a training image): a tilted hand is straightened to the vertical,
+    not to the nearest side (a hand at 50 degrees would be laid on its side), so that it is upright to learn from."""
     medium, _ = _medium(img)
     box = frame_box(medium)
-    return medium if box is None else medium[box[0]:box[1], box[2]:box[3]]
+    m = Measures(medium if box is None else medium[box[0]:box[1], box[2]:box[3]])
+    straight = straighten(m.medium, m)[1]
+    if upright and straight is not m:
+        return _rotate(m.medium, -m.axis[0], _frame_value(m.medium))
+    return straight.medium

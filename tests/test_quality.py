@@ -273,3 +273,145 @@ def test_switching_the_check_off_after_load_bypasses_it_and_on_again_refuses(fit
     model.quality_check = True
     ok, noise = model.predict_many([sample(0), blank_with_text()])
     assert ok.status == "ok" and isinstance(noise, Rejected)
+
+
+# ---- each fixed limit, just either side of it (issue 34) ----------------------------------------------------------
+
+def _small_phantom(width: int = quality.MEDIUM, height: int = quality.MEDIUM) -> np.ndarray:
+    """A generated radiograph box-filtered down to width x height (the 96 px phantom is nearly as sharp as noise)."""
+    return np.asarray(Image.fromarray(phantom(192)).resize((width, height), Image.Resampling.BOX))
+
+
+def _float_phantom() -> np.ndarray:
+    """A generated radiograph as float in [0, 1], `MEDIUM` px square: its medium thumbnail is itself, and the
+    box filter is linear, so scaling the image scales every measure the limits read."""
+    return _small_phantom().astype(np.float32) / 255
+
+
+def _measures(img: np.ndarray) -> quality.Measures:
+    return quality.Measures(quality._medium(img)[0])
+
+
+@pytest.mark.parametrize("side", [1.02, 0.98], ids=["above", "below"])
+def test_the_darkness_limit(side):
+    img = _float_phantom()
+    img = img * (quality.DARK_P99 * side / _measures(img).percentiles[1])  # its brightest 1% at 0.0714 / 0.0686
+    v = quality.check(img, None, 1)  # so dark that its dark edges are a "frame" within FRAME_TOL: any crop will do
+    assert v.accepted == (side > 1), v.rejection
+    assert v.accepted or v.rejection.startswith("too dark")
+
+
+@pytest.mark.parametrize("side", [1.02, 0.98], ids=["above", "below"])
+def test_the_flatness_limit(side):
+    img = _float_phantom()
+    lo, hi = _measures(img).percentiles
+    img = 0.5 + (img - img.mean()) * (quality.FLAT_RANGE * side / (hi - lo))  # contrast 0.0357 / 0.0343
+    v = quality.check(img, None, 1)
+    assert v.accepted == (side > 1), v.rejection
+    assert v.accepted or v.rejection.startswith("too flat")
+
+
+def _blend_at_sharpness(target: float) -> np.ndarray:
+    """The phantom mixed with a heavy blur of itself so that its sharpness is `target` (bisection on the mix:
+    sharpness falls continuously as the blur's share grows)."""
+    sharp = _float_phantom()
+    blurred = np.asarray(Image.fromarray(_small_phantom()).filter(ImageFilter.GaussianBlur(6)), np.float32) / 255
+    lo, hi = 0.0, 1.0
+    for _ in range(40):
+        t = (lo + hi) / 2
+        lo, hi = (t, hi) if _measures((1 - t) * sharp + t * blurred).sharpness > target else (lo, t)
+    return (1 - lo) * sharp + lo * blurred
+
+
+@pytest.mark.parametrize("side", [1.02, 0.98], ids=["above", "below"])
+def test_the_blur_limit(side):
+    img = _blend_at_sharpness(quality.BLUR_MIN * side)
+    assert _measures(img).sharpness == pytest.approx(quality.BLUR_MIN * side, rel=0.005)
+    v = quality.check(img, None, SIDE)
+    assert v.accepted == (side > 1), v.rejection
+    assert v.accepted or v.rejection.startswith("too blurred")
+
+
+@pytest.mark.parametrize("where", ["top", "bottom", "left", "right"])
+@pytest.mark.parametrize("band", [4, 3], ids=["at-the-limit", "one-px-short"])
+def test_a_frame_is_cropped_only_when_each_side_reaches_its_limit(where, band):
+    """A MEDIUM px image (its thumbnail is itself) in a grey frame 12 px wide on three sides and `band` px on the
+    fourth: FRAME_MIN of 96 px is 3.84 px, so 4 px is a frame and 3 px is not (no crop at all)."""
+    assert 3 < quality.FRAME_MIN * quality.MEDIUM <= 4
+    widths = {"top": 12, "bottom": 12, "left": 12, "right": 12, where: band}
+    inner = _small_phantom(quality.MEDIUM - widths["left"] - widths["right"], quality.MEDIUM - widths["top"] - widths["bottom"])
+    img = np.pad(inner, ((widths["top"], widths["bottom"]), (widths["left"], widths["right"])), constant_values=150)
+    v = quality.check(img, None, 60)
+    assert v.accepted, v.rejection
+    if band == 4:
+        assert v.corrections[0].startswith("cropped a uniform border") and v.image.shape == inner.shape
+    else:
+        assert not any(c.startswith("cropped") for c in v.corrections) and v.image.shape == img.shape
+
+
+# ---- tilt, laterality (issue 34) ------------------------------------------------------------------------------
+
+def _bar(degrees: float, side: int = 200) -> np.ndarray:
+    """A bright textured bar on a dark ground, its long axis `degrees` anticlockwise from the vertical."""
+    y, x = np.mgrid[0:side, 0:side] - side / 2
+    a = np.radians(degrees)
+    along, across = y * np.cos(a) + x * np.sin(a), x * np.cos(a) - y * np.sin(a)
+    return _textured((np.abs(along) < 0.4 * side) & (np.abs(across) < 0.1 * side))
+
+
+def _textured(inside: np.ndarray) -> np.ndarray:
+    """Bright texture inside, a dark one outside (no uniform frame to crop)."""
+    texture = np.random.default_rng(0).integers(0, 60, inside.shape)
+    return np.where(inside, 150 + texture, 10 + texture // 2).astype(np.uint8)
+
+
+@pytest.mark.parametrize("degrees, straightened", [(-21, True), (-19, False), (19, False), (21, True), (69, True),
+                                                    (71, False)])
+def test_a_hand_axis_is_straightened_from_the_tilt_limit(degrees, straightened):
+    assert quality.TILT_MIN == 20
+    v = quality.check(_bar(degrees), None, SIDE)
+    said = [c for c in v.corrections if c.startswith("straightened")]
+    assert v.accepted and bool(said) == straightened, v.corrections
+    if straightened:  # turned back square to the nearest side: the axis is then within a degree of it
+        off = 90 - abs(degrees) if abs(degrees) > 45 else abs(degrees)
+        assert said[0].startswith(f"straightened (turned {off} degrees")
+        angle, _ = _measures(v.image).axis
+        assert min(abs(angle), 90 - abs(angle)) < 1.5
+
+
+@pytest.mark.parametrize("length, warned", [(1.02, True), (1.3, False)], ids=["round", "elongated"])
+def test_a_tilted_shape_without_a_clear_axis_is_warned_about_not_straightened(length, warned):
+    """An ellipse at 30 degrees: one whose long axis is 2% longer has no direction to trust (elongation about
+    0.02, under AXIS_MIN): warned, never read silently; 30% longer: straightened."""
+    y, x = np.mgrid[0:200, 0:200] - 100.0
+    a = np.radians(30)
+    along, across = y * np.cos(a) + x * np.sin(a), x * np.cos(a) - y * np.sin(a)
+    inside = (along / (60 * length)) ** 2 + (across / 60) ** 2 < 1
+    v = quality.check(_textured(inside), None, SIDE)
+    assert v.accepted and len(v.corrections) == 1, v.corrections
+    assert v.corrections[0].startswith("warning: the hand may lie tilted" if warned else "straightened (turned 30")
+
+
+@pytest.mark.parametrize("lean", [35, -40])
+def test_a_tilted_radiograph_is_straightened_and_read_in_its_own_orientation(fitted, lean):
+    """A bundled sample turned so that its axis leans `lean` degrees from the vertical: straightened to within a
+    few degrees of upright, and not turned by a quarter (its upright orientation kept)."""
+    img = sample(0)
+    border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
+    by = lean - _measures(img).axis[0]
+    tilted = np.asarray(Image.fromarray(img).rotate(by, Image.Resampling.BILINEAR, fillcolor=int(np.median(border))))
+    v = quality.check(tilted, fitted, SIDE)
+    assert v.accepted and v.corrections[0].startswith("straightened"), v.corrections
+    assert not any(c.startswith("turned upright") for c in v.corrections)
+    assert abs(_measures(v.image).axis[0]) < 6
+
+
+def test_a_right_hand_is_mirrored_to_the_left_and_said_so(fitted):
+    mirrored = 0
+    for k in range(len(SAMPLES)):
+        img = sample(k)
+        v = quality.check(np.ascontiguousarray(img[:, ::-1]), fitted, SIDE)
+        if v.accepted and "mirrored (a right hand: read as the left hand the model was trained on)" in v.corrections:
+            mirrored += 1
+            assert np.array_equal(v.image, img)  # mirrored back exactly
+    assert mirrored >= len(SAMPLES) - 1, mirrored
