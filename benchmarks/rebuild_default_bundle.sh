@@ -29,6 +29,7 @@ mkdir -p runs && rm -f runs/calibrate-default-outputs.npz   # never another mode
 python -m export.calibrate --bundle "$B" --data "$D" --cache runs/calibrate-default-outputs.npz \
     | tee "$R/calibrate-default.txt"
 python benchmarks/ood_suite.py fit --bundle "$B" --data "$(dirname "$D")" | tee "$R/quality-fit-default.txt"
+python benchmarks/ood_suite.py fit-laterality --bundle "$B" --data "$(dirname "$D")" | tee -a "$R/quality-fit-default.txt"
 # A backend that fails (OpenVINO INT8 on a CPU without VNNI, see docs/EXPERIMENTS.md) is a result to report,
 # not a reason to stop the rebuild.
 edge-verify --bundle "$B" --data "$D" --json > "$R/verify-default-test.json" || echo "edge-verify: a backend failed (see the report)"
