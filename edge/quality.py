@@ -182,7 +182,7 @@ def _judge(img: np.ndarray, m: "Measures", model: QualityModel | None, correctio
             corrections.append(f"turned upright (it was {ORIENTATIONS[turns]})")
         if model.right_hand(upright) > 0:
             img = img[:, ::-1]
-            corrections.append("mirrored (a right hand: read as the left hand the model was trained on)")
+            corrections.append("mirrored (it looks like a right hand: read as the left hand the model was trained on)")
     return Verdict(np.ascontiguousarray(img), tuple(corrections))
 
 
