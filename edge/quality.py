@@ -36,8 +36,10 @@ DARK_P99 = 0.07  # the brightest 1% of the image below this (of full scale): too
 FLAT_RANGE = 0.035  # 99th - 1st percentile below this: too flat (training minimum 0.06)
 BLUR_MIN = 0.055  # sharpness() below this: too blurred (training minimum 0.07)
 NOISE_MAX = 1.0  # sharpness() above this: noise, not a radiograph (training 99.9% quantile 0.57, maximum 1.94)
-# Tilt: a hand axis this far off the nearest side is turned square (docs/QUALITY.md: set on validation images).
-TILT_MIN = 20.0  # degrees
+# Tilt (docs/QUALITY.md: set on validation images): a hand axis TILT_WARN off the nearest side is warned about,
+# TILT_MIN off it is turned square (straightening costs upright images MAE, so only where the tilt costs more).
+TILT_WARN = 20.0  # degrees
+TILT_MIN = 30.0  # degrees
 AXIS_MIN = 0.05  # elongation under which the axis has no direction (validation 1st percentile 0.058): warned about
 HOG_CELLS, HOG_BINS, HIST_BINS = 4, 8, 16
 ORIENTATIONS = {0: "", 1: "rotated 90 degrees clockwise", 2: "rotated 180 degrees", 3: "rotated 90 degrees anticlockwise"}
@@ -189,17 +191,17 @@ def _judge(img: np.ndarray, m: "Measures", model: QualityModel | None, correctio
 def straighten(img: np.ndarray, m: "Measures") -> tuple[np.ndarray, "Measures", list[str], float]:
     """A hand whose axis lies TILT_MIN or more off the nearest side of the image, turned square to it (the
     orientation step then turns it upright): the image, its measures, what was said and the axis' angle from the
-    nearest side (degrees, anticlockwise positive). An axis too short to trust (elongation under AXIS_MIN) is not
-    turned by: the reading is warned about instead."""
+    nearest side (degrees, anticlockwise positive). From TILT_WARN, and for an axis too short to trust (elongation
+    under AXIS_MIN), the image is read as it lies with a warning."""
     angle, elongation = m.axis
     # -45 to 45, whole degrees: a turned or mirrored copy of an image (whose moments differ by rounding) is
     # straightened by the same angle, so it is read exactly as the image is
     off = float(round((angle + 45) % 90 - 45))
-    if abs(off) < TILT_MIN:
+    if abs(off) < TILT_WARN:
         return img, m, [], off
-    if elongation < AXIS_MIN:
-        return img, m, [f"warning: the hand may lie tilted (about {abs(off):.0f} degrees), not straightened: check "
-                        "the reading"], off
+    if abs(off) < TILT_MIN or elongation < AXIS_MIN:
+        return img, m, [f"warning: the hand may lie tilted (about {abs(off):.0f} degrees) and was read as it lies: "
+                        "check the reading"], off
     turned = Measures(_rotate(m.medium, -off, _frame_value(m.medium)))
     unit = 255 if img.dtype == np.uint8 else 1
     return (_rotate(img, -off, _frame_value(m.medium) * unit), turned,
