@@ -366,12 +366,30 @@ def _textured(inside: np.ndarray) -> np.ndarray:
     return np.where(inside, 150 + texture, 10 + texture // 2).astype(np.uint8)
 
 
+@pytest.mark.parametrize("degrees, outcome", [(29, ""), (-31, "warning"), (31, "warning"), (45, "warning"),
+                                               (59, "warning"), (61, "")])
+def test_a_hand_axis_is_warned_about_from_the_tilt_limit_and_read_as_it_lies(degrees, outcome):
+    """As shipped: under 30 degrees off the nearest side nothing, from 30 a warning, never straightened (59 degrees
+    is 31 off the horizontal)."""
+    assert (quality.TILT_WARN, quality.TILT_MIN) == (30, 90)
+    v = quality.check(_bar(degrees), None, SIDE)
+    assert v.accepted and [c.split(" ")[0].strip(":") for c in v.corrections] == ([outcome] if outcome else []), \
+        v.corrections
+    assert v.image.shape == _bar(degrees).shape
+
+
+@pytest.fixture
+def straightening(monkeypatch):
+    """The straightening step switched on (off as shipped), at the limits it was measured with."""
+    monkeypatch.setattr(quality, "TILT_WARN", 20.0)
+    monkeypatch.setattr(quality, "TILT_MIN", 30.0)
+
+
 @pytest.mark.parametrize("degrees, outcome", [(19, ""), (-21, "warning"), (29, "warning"), (-31, "straightened"),
                                                (31, "straightened"), (59, "straightened"), (61, "warning"), (71, "")])
-def test_a_hand_axis_is_warned_about_then_straightened_from_the_tilt_limits(degrees, outcome):
-    """A bar's axis `degrees` off the vertical: under 20 degrees off the nearest side nothing, from 20 a warning,
-    from 30 straightened (61 degrees is 29 off the horizontal)."""
-    assert (quality.TILT_WARN, quality.TILT_MIN) == (20, 30)
+def test_a_hand_axis_is_warned_about_then_straightened_from_the_tilt_limits(straightening, degrees, outcome):
+    """With straightening on: under 20 degrees off the nearest side nothing, from 20 a warning, from 30
+    straightened (61 degrees is 29 off the horizontal)."""
     v = quality.check(_bar(degrees), None, SIDE)
     assert v.accepted and [c.split(" ")[0].strip(":") for c in v.corrections] == ([outcome] if outcome else []), \
         v.corrections
@@ -384,7 +402,7 @@ def test_a_hand_axis_is_warned_about_then_straightened_from_the_tilt_limits(degr
 
 
 @pytest.mark.parametrize("length, warned", [(1.02, True), (1.3, False)], ids=["round", "elongated"])
-def test_a_tilted_shape_without_a_clear_axis_is_warned_about_not_straightened(length, warned):
+def test_a_tilted_shape_without_a_clear_axis_is_warned_about_not_straightened(straightening, length, warned):
     """An ellipse at 40 degrees: one whose long axis is 2% longer has no direction to trust (elongation about
     0.02, under AXIS_MIN): warned, never read silently; 30% longer: straightened."""
     y, x = np.mgrid[0:200, 0:200] - 100.0
@@ -397,7 +415,7 @@ def test_a_tilted_shape_without_a_clear_axis_is_warned_about_not_straightened(le
 
 
 @pytest.mark.parametrize("lean", [40, -42])
-def test_a_tilted_radiograph_is_straightened_and_read_in_its_own_orientation(fitted, lean):
+def test_a_tilted_radiograph_is_straightened_and_read_in_its_own_orientation(straightening, fitted, lean):
     """A bundled sample turned so that its axis leans `lean` degrees from the vertical: straightened to within a
     few degrees of upright, and not turned by a quarter (its upright orientation kept)."""
     img = sample(0)
