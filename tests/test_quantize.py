@@ -104,7 +104,10 @@ def test_blank_calibration_fails_the_gate(run, gate):
 def test_gate_thresholds_decide(run, ptq):
     # MAE must fall by 100 months overall and in every age band, accuracy and AUC rise by 1: impossible
     strict = RetentionGate(run.parent, run.x_val, run.val, Thresholds(-100.0, -1.0, -1.0, -100.0))(ptq)
-    assert not strict["passed"] and len(strict["failures"]) == 4  # every metric must improve: impossible here
+    # Every metric must improve: impossible here. The worst tenth by age is not judged on these 119 validation
+    # phantoms (tenths of about 12 images, under edge.retention.MIN_BAND_JUDGED): reported in a note instead.
+    assert not strict["passed"] and [f.split(" ")[0] for f in strict["failures"]] == ["MAE", "sex", "AUC"]
+    assert any("reported, not judged" in n for n in strict["notes"]), strict["notes"]
 
 
 def test_structured_pruning_narrows_the_per_sex_age_head_too(run):
