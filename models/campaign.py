@@ -107,7 +107,7 @@ def status() -> int:
 
 def record() -> int:
     """Copy the leg's log into the repository and draw its curve (validation only; the test split is never shown)."""
-    name, _ = current_leg()
+    name, leg = current_leg()
     log = run_dir() / name / "train.log"
     if not log.exists():
         raise SystemExit(f"campaign {name}: no {log} here")
@@ -117,7 +117,8 @@ def record() -> int:
     sys.path.insert(0, str(REPO / "benchmarks"))
     from plot_learning_curve import main as plot
 
-    return plot([str(dst), "--labels", name, "--out", str(dst.with_suffix(".png"))])
+    start = [str(v) for v in leg.get("start_val_mae", [])]
+    return plot([str(dst), "--labels", name, "--out", str(dst.with_suffix(".png"))] + (["--start", *start] if start else []))
 
 
 def main(argv=None) -> int:
