@@ -156,6 +156,17 @@ def test_a_value_for_one_file_overrides_its_dicom_and_a_batch_value_does_not(cli
     assert born["age_source"] == "birth date given on the form + DICOM StudyDate"
 
 
+def test_an_age_given_on_the_form_stands_in_for_a_dicom_date_that_cannot_be_read(client, tmp_path):
+    ds = radiograph_dataset(SAMPLES[1], "DX", sex="M")
+    ds.PatientBirthDate = "2014-13-45"  # not a date
+    dcm = write(ds, tmp_path / "bad-date.dcm")
+    typed, untyped = client.post("/v1/predict", files=_files(dcm, dcm),
+                                 data={"file_age": ["10y", ""]}).json()["results"]
+    assert typed.get("error") in (None, "") and typed["chronological_age_months"] == 120.0, typed
+    assert typed["age_source"] == "given on the form"
+    assert untyped["status"] == "failed" and "PatientBirthDate" in untyped["error"], untyped
+
+
 def test_per_file_values_must_line_up_and_a_bad_one_fails_its_file_alone(client):
     r = client.post("/v1/predict", files=_files(*SAMPLES[:2]), data={"file_age": ["10y"]})
     assert r.status_code == 400 and r.json()["detail"].startswith("file_age: 1 value(s) for 2 file(s)")

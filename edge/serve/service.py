@@ -52,7 +52,10 @@ class Service:
         known = [p if isinstance(p, Patient) else None for p in patients]
         # Batch 1 in the calling thread: a request's files are few, and a pool of decode threads per request
         # would only compete with the other requests' threads.
-        results = self.model.predict_many(paths, batch_size=1, sex=[p.sex if p else "" for p in known], workers=0)
+        # The resolved age goes too: the API would otherwise read a DICOM's date tags again and fail a file whose
+        # tags are broken although the form gave its age (in_context then labels every field by its source).
+        results = self.model.predict_many(paths, batch_size=1, sex=[p.sex if p else "" for p in known],
+                                          age=[p.age_months if p else None for p in known], workers=0)
         results = [Failure(path, str(p)) if isinstance(p, PatientError) else r
                    for r, p, path in zip(results, patients, paths)]
         return in_context(results, known, self.model.bundle)
