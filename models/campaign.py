@@ -2,12 +2,14 @@
 
     python -m models.campaign start     # start or resume the current leg in the background (one core, nice 10)
     python -m models.campaign status    # where its curve stands: epochs, validation MAE, newest checkpoint's age
-    python -m models.campaign record    # its log and learning curve into benchmarks/results/training/
+    python -m models.campaign record    # its log and curve into benchmarks/results/training/, its best weights
+                                        # (compact) into the leg's fallback_init for a machine without the folder
 
 The legs (what is trained, from what) are in models/campaign.json; `current` names the one to run. Each leg trains
 in RUN_DIR/<leg> (RUN_DIR: $BONEAGE_CAMPAIGN_DIR, else ~/.cache/boneage-edge/campaign), outside the work tree so a
 fresh checkout keeps it. edge-train saves its whole state there every --checkpoint-minutes, mid-epoch included, and
-resumes from it exactly; a machine without the folder starts the leg again from its --init-from weights.
+resumes from it exactly; a machine without the folder starts the leg again from the best weights `record` kept
+in the repository (fallback_init), else from its --init-from weights.
 """
 from __future__ import annotations
 
@@ -40,8 +42,14 @@ def current_leg() -> tuple[str, dict]:
 def train_command(name: str, leg: dict) -> list[str]:
     """The leg's edge-train command: its own arguments, then the campaign's fixed ones (data, run folder, one core)."""
     out = run_dir() / name
+    args = list(leg["args"])
+    fallback = REPO / leg.get("fallback_init", "")
+    if not (out / "last.pt").exists() and leg.get("fallback_init") and fallback.exists() and "--init-from" in args:
+        # A machine without the run folder: start again from the leg's best so far, kept in the repository
+        # (compact), rather than from the leg's first weights; a warm restart of the schedule, not an exact resume.
+        args[args.index("--init-from") + 1] = str(fallback)
     return [sys.executable, "-m", "models.train", "--data", str(data_root() / leg["data"]), "--out", str(out),
-            *leg["args"], "--threads", "1", "--checkpoint-minutes", str(leg.get("checkpoint_minutes", 10)),
+            *args, "--threads", "1", "--checkpoint-minutes", str(leg.get("checkpoint_minutes", 10)),
             "--no-progress"]
 
 
@@ -117,6 +125,13 @@ def record() -> int:
     sys.path.insert(0, str(REPO / "benchmarks"))
     from plot_learning_curve import main as plot
 
+    if leg.get("fallback_init") and (log.parent / "best.pt").exists():
+        from models.checkpoint import load_model, save_compact
+
+        model, ckpt = load_model(log.parent / "best.pt")
+        save_compact(REPO / leg["fallback_init"], model, {"epoch": ckpt.get("epoch"), "val_metrics": ckpt.get("val_metrics"),
+                                                          "split": ckpt.get("split"), "campaign_leg": name})
+        print(f"wrote {leg['fallback_init']} (epoch {ckpt.get('epoch')}, compact)")
     start = [str(v) for v in leg.get("start_val_mae", [])]
     return plot([str(dst), "--labels", name, "--out", str(dst.with_suffix(".png"))] + (["--start", *start] if start else []))
 

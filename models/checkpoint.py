@@ -28,6 +28,32 @@ def save_weights(path, model: BoneAgeNet, extra: dict | None = None) -> None:
     _atomic_save({"config": model_config(model).to_dict(), "model": state, **(extra or {})}, path)
 
 
+def save_compact(path, model: BoneAgeNet, extra: dict | None = None) -> None:
+    """save_weights at about half the size, for a starting point kept in the repository: every weight of two or
+    more dimensions as int8 with one fp16 scale per output channel (symmetric), the rest fp16. Lossy (as INT8
+    inference is); load_model reads it like any checkpoint."""
+    state = {}
+    for k, v in _unwrap(model).state_dict().items():
+        if v.is_floating_point() and v.dim() >= 2:
+            scale = v.abs().flatten(1).amax(1).clamp_min(1e-12) / 127
+            q = torch.round(v / scale.view(-1, *[1] * (v.dim() - 1))).to(torch.int8)
+            state[k] = {"int8": q, "scale": scale.half()}
+        else:
+            state[k] = v.half() if v.is_floating_point() else v
+    _atomic_save({"config": model_config(model).to_dict(), "model": state, "compact": "int8-per-channel",
+                  **(extra or {})}, path)
+
+
+def _expanded(state: dict) -> dict:
+    """A compact checkpoint's weights back to float tensors (other checkpoints' pass through)."""
+    out = {}
+    for k, v in state.items():
+        if isinstance(v, dict):
+            v = v["int8"].float() * v["scale"].float().view(-1, *[1] * (v["int8"].dim() - 1))
+        out[k] = v
+    return out
+
+
 def load_model(path, map_location="cpu") -> tuple[BoneAgeNet, dict]:
     """Checkpoint (best.pt or last.pt) -> (fp32 model in eval mode, the checkpoint dict). The model is a
     BoneAgeNet, or a MeanOfNetworks for a checkpoint made by models.ensemble: both have .cfg and the same outputs."""
@@ -35,7 +61,7 @@ def load_model(path, map_location="cpu") -> tuple[BoneAgeNet, dict]:
     if "config" not in ckpt or "model" not in ckpt:
         raise ValueError(f"{path}: not a bone-age checkpoint (no config/model entries)")
     model = create_model(ModelConfig.from_dict(ckpt["config"]))
-    state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
+    state = {k: v.float() if v.is_floating_point() else v for k, v in _expanded(ckpt["model"]).items()}
     resize_to_state_dict(model, state)
     model.load_state_dict(state)
     return model.eval(), ckpt
@@ -110,6 +136,8 @@ def main(argv=None) -> int:
     p.add_argument("--net-size", type=int, help="in-network resize (0: off)")
     p.add_argument("--flip-tta", choices=["on", "off"], help="average the prediction with the mirrored image's")
     p.add_argument("--tta-zooms", metavar="Z1,Z2", help="zooms averaged with the plain image ('' : none)")
+    p.add_argument("--compact", action="store_true", help="write int8 weights with per-channel scales (half the "
+                                                          "size; lossy): a starting point to keep in the repository")
     args = p.parse_args(argv)
     changes = {} if args.net_size is None else {"net_size": args.net_size}
     if args.flip_tta:
@@ -119,7 +147,9 @@ def main(argv=None) -> int:
     model, ckpt = load_model(args.src)
     model = with_config(model, **changes)
     extra = {k: v for k, v in ckpt.items() if k not in ("config", "model")}
-    save_weights(args.dst, model, extra | {"derived_from": {"checkpoint": str(args.src), "changes": changes}})
+    extra = {k: v for k, v in extra.items() if k != "compact"}
+    save = save_compact if args.compact else save_weights
+    save(args.dst, model, extra | {"derived_from": {"checkpoint": str(args.src), "changes": changes}})
     print(f"{args.dst}: {changes or 'no changes'}")
     return 0
 
