@@ -34,7 +34,7 @@ from models.checkpoint import save_weights
 from models.data import make_split, read_labels, read_split
 from models.ema import WeightEMA
 from models.inception import MODEL_CONFIGS, BoneAgeNet, count_params
-from models.train import lr_at, predict_outputs, training_loss
+from models.train import RunLog, lr_at, predict_outputs, training_loss
 
 PART_BYTES = 15 * 2**20
 
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     budget = args.minutes * 60
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    log = _Log(out / "gpu-train.log")
+    log = RunLog(out / "gpu-train.log")
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
     if device.type == "cuda":
@@ -243,16 +243,6 @@ def _split_for_transfer(path: Path) -> list[Path]:
         parts.append(path.with_name(f"{path.name}.part{k // PART_BYTES}"))
         parts[-1].write_bytes(data[k:k + PART_BYTES])
     return parts
-
-
-class _Log:
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __call__(self, msg: str) -> None:
-        print(msg, flush=True)
-        with open(self.path, "a") as f:
-            f.write(msg + "\n")
 
 
 if __name__ == "__main__":

@@ -164,7 +164,7 @@ def main(argv=None):
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
     device = torch.device(args.device if args.device == "cpu" else f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
-    log = _Log(out / "train.log", enabled=rank == 0)
+    log = RunLog(out / "train.log", enabled=rank == 0)
 
     # [1/4] data and split
     data_dir = _data_dir(args, rank)
@@ -437,8 +437,10 @@ def _barrier(world: int) -> None:
         dist.barrier()
 
 
-class _Log:
-    def __init__(self, path: Path, enabled: bool):
+class RunLog:
+    """Prints a line and appends it to the run's log file (rank 0 only under DDP)."""
+
+    def __init__(self, path: Path, enabled: bool = True):
         self.path, self.enabled = path, enabled
 
     def __call__(self, msg: str) -> None:
