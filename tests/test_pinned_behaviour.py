@@ -135,3 +135,14 @@ def test_annotating_again_keeps_nothing_of_the_first_annotation():
     assert (again.interval_low_months, again.interval_high_months, again.interval_level) == (None, None, None)
     assert again.chronological_age_months is None and again.sds is None and again.category == ""
     assert "too few calibration images" in again.context_note and again.age_source == ""
+
+
+@pytest.mark.parametrize("sds, category, shown", [(-2.01, "delayed", "SDS -2.01 (delayed)"),
+                                                  (-2.00, "within", "SDS -2.00 (within)")])
+def test_the_sr_summary_shows_the_sds_as_the_record_rounds_it(sds, category, shown):
+    """At the -2 boundary the SR's text must show the value the category was read from (one decimal said
+    "-2.0 (delayed)" for -2.01)."""
+    pytest.importorskip("highdicom")  # edge.serve.sr needs the serve extra
+    from edge.serve.sr import summary
+
+    assert shown in summary(_prediction(sds=sds, category=category))

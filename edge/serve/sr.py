@@ -122,7 +122,7 @@ def summary(record) -> str:
     if record.delay_months is not None:
         parts.append(f"bone age minus chronological age {record.delay_months:+.0f} mo")
     if record.sds is not None:
-        parts.append(f"SDS {record.sds:+.1f} ({record.category})")
+        parts.append(f"SDS {record.sds:+.2f} ({record.category})")  # the record's rounding, which the category reads
     parts.append(f"the image reads as {record.sex} (P(male) {record.p_male:.2f})")
     return "; ".join(parts) + ". Research use only: a qualified reader must review the radiograph."
 
