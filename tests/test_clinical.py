@@ -87,16 +87,45 @@ def test_dicom_without_age_or_sex(tmp_path):
 
 
 @pytest.mark.parametrize("tags, message", [
-    ({"PatientBirthDate": "2010-13-45", "StudyDate": "20200101"}, "PatientBirthDate '2010-13-45' is not a date"),
+    ({"PatientBirthDate": "2010-13-45", "StudyDate": "20200101"}, "PatientBirthDate is not a valid DICOM date"),
     ({"PatientBirthDate": "20200101", "StudyDate": "20100101"}, "before the birth date"),
     ({"PatientBirthDate": "19900101", "StudyDate": "20200101"}, "outside 0-20 years"),
-    ({"PatientAge": "12X"}, "PatientAge '12X' is not nnnD/W/M/Y"),
+    ({"PatientAge": "12X"}, "PatientAge is not a valid DICOM age"),
 ])
 def test_dicom_bad_age_is_one_line(tmp_path, tags, message):
     path = dicom_with(tmp_path / "a.dcm", **tags)
     with pytest.raises(PatientError, match=message) as e:
         from_dicom(path)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("tags, tag, values", [
+    ({"PatientBirthDate": "20101515", "StudyDate": "20200101"}, "PatientBirthDate", ["20101515", "2010"]),
+    ({"PatientBirthDate": "20100115", "StudyDate": "2020-13-45"}, "StudyDate", ["2020-13-45", "20100115", "2010"]),
+    ({"PatientBirthDate": "20100115", "AcquisitionDate": "2020.02.31"}, "AcquisitionDate",
+     ["2020.02.31", "20100115", "2010"]),
+    ({"PatientBirthDate": "20200101", "StudyDate": "20100101"}, "PatientBirthDate + StudyDate",
+     ["20200101", "20100101", "2020-01-01", "2010-01-01", "2010", "2020"]),
+    ({"PatientAge": "12X"}, "PatientAge", ["12X"]),
+])
+def test_dicom_date_errors_name_the_tag_never_its_value(tmp_path, tags, tag, values):
+    """A birth or study date is patient data and the message can reach a log: it says which tag and what is
+    wrong, on one line, and quotes none of the file's values (nor the dates they parse to)."""
+    with pytest.raises(PatientError) as e:
+        from_dicom(dicom_with(tmp_path / "a.dcm", **tags))
+    message = str(e.value)
+    assert f"DICOM {tag}" in message and "\n" not in message
+    assert not [v for v in values if v in message], message
+
+
+def test_date_errors_of_a_patients_csv_name_the_file_and_column_not_the_value(tmp_path):
+    csv = tmp_path / "patients.csv"
+    csv.write_text("file,birth_date,study_date\na.png,2010-02-30,2020-04-15\nb.png,2010-01-15,15/04/2020\n")
+    table = read_patients(csv)
+    born, seen = str(table["a.png"]), str(table["b.png"])
+    assert born == f"{csv}, line 2: birth_date is not a valid date (YYYY-MM-DD or YYYYMMDD)"
+    assert seen == f"{csv}, line 3: study_date is not a valid date (YYYY-MM-DD or YYYYMMDD)"
+    assert "2010-02-30" not in born and "15/04/2020" not in seen
 
 
 def test_patients_csv_each_layout_and_a_bad_row(tmp_path):

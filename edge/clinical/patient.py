@@ -55,19 +55,23 @@ def parse_age(text: str) -> float:
 
 
 def parse_date(text: str, what: str) -> dt.date:
-    """DICOM DA (YYYYMMDD, or the old YYYY.MM.DD) or ISO YYYY-MM-DD."""
+    """DICOM DA (YYYYMMDD, or the old YYYY.MM.DD) or ISO YYYY-MM-DD. what: the tag or field, named in the error
+    (which never quotes the value)."""
     s = str(text).strip()
     for fmt in ("%Y%m%d", "%Y-%m-%d", "%Y.%m.%d"):
         try:
             return dt.datetime.strptime(s, fmt).date()
         except ValueError:
             continue
-    raise PatientError(f"{what} {s!r} is not a date (YYYYMMDD or YYYY-MM-DD)")
+    # The value is not quoted: a birth or study date is the patient's, and this message can reach a log.
+    if what.startswith("DICOM "):
+        raise PatientError(f"{what} is not a valid DICOM date (YYYYMMDD)")
+    raise PatientError(f"{what} is not a valid date (YYYY-MM-DD or YYYYMMDD)")
 
 
 def age_between(birth: dt.date, on: dt.date, what: str) -> float:
     if on < birth:
-        raise PatientError(f"{what}: the examination date {on} is before the birth date {birth}")
+        raise PatientError(f"{what}: the examination date is before the birth date")
     return check_age((on - birth).days / MONTH_DAYS, what)
 
 
@@ -79,8 +83,8 @@ def parse_dicom_age(text: str) -> float:
     """DICOM AS value ('010Y', '126M', '020W', '100D') -> months."""
     m = _AS.match(str(text).strip().upper())
     if not m:
-        raise PatientError(f"DICOM PatientAge {text!r} is not nnnD/W/M/Y")
-    return check_age(int(m.group(1)) * _AS_MONTHS[m.group(2)], f"DICOM PatientAge {text!r}")
+        raise PatientError("DICOM PatientAge is not a valid DICOM age (nnnD, nnnW, nnnM or nnnY)")
+    return check_age(int(m.group(1)) * _AS_MONTHS[m.group(2)], "DICOM PatientAge")
 
 
 def from_dicom(path) -> Patient:
