@@ -1,9 +1,10 @@
 """The DICOM node's outbound queue (edge.serve.outbox) against real peers on loopback: a destination down then up
 (dcmtk's storescp started late), one answering a failure status, one that accepts TCP and never answers, one
-that never answers the C-STORE, and a restart. No report is lost; nothing about the patient is in the queue's
-file names or its status."""
+that never answers the C-STORE, one that refuses one report for good, and a restart. No report is lost, none holds
+up the others; nothing about the patient is in the queue's file names or its status."""
 from __future__ import annotations
 
+import copy
 import json
 import re
 import socket
@@ -186,7 +187,7 @@ def test_queue_survives_a_restart(sr, tmp_path):
     a write a crash cut short (.part) is dropped (its image was never answered Success), a damaged file is set
     aside (.unreadable) instead of blocking the queue."""
     down = Outbox(tmp_path / "q", Peer("TESTPACS", "127.0.0.1", _free_port()), timeout_s=2, first_retry_s=5).start()
-    second = sr.copy()
+    second = copy.deepcopy(sr)  # (Dataset.copy() shares the elements: the UIDs would be one)
     second.SOPInstanceUID = pydicom.uid.generate_uid()
     down.put(sr)
     down.put(second)
@@ -208,3 +209,87 @@ def test_queue_survives_a_restart(sr, tmp_path):
     finally:
         outbox.stop()
         server.shutdown()
+
+
+def test_a_report_refused_for_good_stays_queued_and_holds_up_none_behind_it(sr, tmp_path):
+    """A PACS that refuses one report every time (0xA700 for its SOP Instance UID) and takes the others: the
+    reports queued after it arrive while it waits; it stays queued on disk, never dropped, retried with a wait that
+    doubles for it alone, its attempts and error in status(); once the PACS takes it, it leaves the queue too."""
+    refused = copy.deepcopy(sr)  # (Dataset.copy() shares the elements)
+    refused.SOPInstanceUID = pydicom.uid.generate_uid()
+    others = []
+    for _ in range(3):
+        others.append(copy.deepcopy(sr))
+        others[-1].SOPInstanceUID = pydicom.uid.generate_uid()
+    refuse = {refused.SOPInstanceUID}
+    got: list = []
+
+    def on_store(event):
+        uid = event.request.AffectedSOPInstanceUID
+        got.append((uid, time.monotonic()))
+        return 0xA700 if uid in refuse else 0x0000
+
+    ae = AE(ae_title="TESTPACS")
+    ae.add_supported_context(ComprehensiveSRStorage)
+    port = _free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    outbox = Outbox(tmp_path / "q", Peer("TESTPACS", "127.0.0.1", port), timeout_s=5, first_retry_s=0.5,
+                    max_retry_s=1.0)
+    try:
+        outbox.put(refused)  # the oldest: first in line
+        for other in others[:2]:
+            outbox.put(other)
+        [stuck] = outbox.items()[:1]
+        outbox.start()
+        _until(lambda: outbox.status()["sent"] == 2, "the two reports behind the refused one")
+        outbox.put(others[2])  # queued while the refused one waits: it goes too
+        _until(lambda: outbox.status()["sent"] == 3, "a report queued later")
+        _until(lambda: sum(uid in refuse for uid, _ in got) >= 4, "the refused report to be tried again")
+        status = outbox.status()
+        assert outbox.items() == [stuck] and stuck.exists()  # still queued, on disk, never deleted
+        assert status["queued"] == 1 and status["sent"] == 3 and status["failing"] == 1
+        assert status["destination_failures"] == 0  # the destination is fine: only this report is refused
+        [entry] = status["retrying"]
+        assert entry["file"] == stuck.name and entry["attempts"] >= 3
+        assert entry["last_error"] == "C-STORE answered 0xa700" and entry["state"] in ("waiting to retry",
+                                                                                        "retrying now")
+        assert 0 <= entry["next_try_in_s"] <= 1.0
+        tries = [t for uid, t in got if uid in refuse]
+        waits = [b - a for a, b in zip(tries, tries[1:])]
+        assert waits[0] >= 0.5 and all(w >= 0.95 for w in waits[1:]), waits  # 0.5 s, then 1 s (its max)
+        assert {uid for uid, _ in got} - refuse == {o.SOPInstanceUID for o in others}
+        _no_patient_data(outbox)
+        refuse.clear()  # the PACS takes it now: the next retry delivers it
+        _until(lambda: outbox.status()["sent"] == 4, "the refused report, once accepted")
+        assert outbox.items() == [] and outbox.status()["retrying"] == []
+    finally:
+        outbox.stop()
+        server.shutdown()
+
+
+def test_a_destination_down_is_waited_for_once_not_once_per_report(sr, tmp_path):
+    """Nothing listening: the first report's failed association puts every report behind the destination's own
+    wait (no knock per report); status says so; once a PACS listens, all of them arrive."""
+    port = _free_port()
+    outbox = Outbox(tmp_path / "q", Peer("TESTPACS", "127.0.0.1", port), timeout_s=2, first_retry_s=0.3,
+                    max_retry_s=0.6)
+    reports = []
+    for _ in range(3):
+        reports.append(copy.deepcopy(sr))
+        reports[-1].SOPInstanceUID = pydicom.uid.generate_uid()
+        outbox.put(reports[-1])
+    outbox.start()
+    server = None
+    try:
+        _until(lambda: outbox.status()["destination_failures"] >= 3, "three failed associations")
+        status = outbox.status()
+        assert status["queued"] == 3 and status["sent"] == 0
+        assert status["failing"] == 1 and status["retrying"][0]["attempts"] >= 3  # the oldest, tried each time
+        got: list = []
+        server = _until(lambda: _try_scp(port, got), "the port to be free")
+        _until(lambda: outbox.status()["sent"] == 3, "all three reports")
+        assert outbox.items() == [] and outbox.status()["destination_failures"] == 0
+    finally:
+        outbox.stop()
+        if server:
+            server.shutdown()
