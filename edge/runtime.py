@@ -1,11 +1,9 @@
 """BoneAgeModel: load a bundle, pick a backend, predict bone age and sex from radiographs."""
 from __future__ import annotations
 
-import datetime as dt
-import numbers
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -14,7 +12,7 @@ import numpy as np
 from edge.backends import BackendUnavailable, backend_class
 from edge.bundle import Bundle, BundleError, load_bundle
 from edge.clinical.context import DEFAULT_LEVEL, annotate, fitted
-from edge.clinical.patient import Patient, PatientError, age_between, check_age, parse_age, parse_date, patients_for
+from edge.clinical.patient import DICOM_SEX, Patient, PatientError, TagError, given_patient, resolve
 from edge.config import InputSpec
 from edge.cpu import auto_precision
 from edge.formats import FORMATS, PRECISIONS, auto_order, get_format
@@ -115,6 +113,7 @@ class InputPreparer:
     spec: InputSpec
     quality: QualityModel | None
     quality_check: bool = True  # False: no input check, results say "unchecked"
+    on_decoded: object = None  # called with (index, decoded image) once each input is decoded (predict_iter)
 
     @classmethod
     def for_bundle(cls, bundle: Bundle, quality_check: bool = True) -> "InputPreparer":
@@ -130,6 +129,8 @@ class InputPreparer:
         k, src = indexed
         try:
             img = decode(src)
+            if self.on_decoded is not None:
+                self.on_decoded(k, img)
             if not self.quality_check:
                 return Prepared(to_model_input(img, self.spec))
             verdict = check_quality(img, self.quality, min(self.spec.height, self.spec.width))
@@ -246,8 +247,10 @@ class BoneAgeModel:
                 interval_level: float = DEFAULT_LEVEL) -> Prediction:
         """One path or 2-D array -> the Prediction edge-infer prints for it, clinical fields included. Raises
         ImageError (one-line message) for a bad file or unusable DICOM patient tags. sex ("F"/"M"), age ("10y3m",
-        "123m", "10.25y", or a number of months) or birth_date + study_date (date or "YYYY-MM-DD"): the patient's,
-        if known; a DICOM file's own PatientSex and dates fill what is not given (edge.clinical.patient)."""
+        "123m", "10.25y", or a number of months) or birth_date (date or "YYYY-MM-DD") + study_date, or birth_date
+        alone (counted to the DICOM file's own examination date, else today): the patient's, if known; a DICOM
+        file's own PatientSex and dates fill what is not given (edge.clinical.patient.given_patient, resolve: the
+        rule edge-infer and edge-serve follow too)."""
         result = self.predict_many([source], batch_size=1, sex=sex, workers=0, age=age, birth_date=birth_date,
                                    study_date=study_date, interval_level=interval_level)[0]
         if isinstance(result, BackendFailure):
@@ -257,20 +260,26 @@ class BoneAgeModel:
         return result
 
     def predict_many(self, sources, batch_size: int = 1, progress=None, sex=None, workers: int | None = None,
-                     age=None, birth_date=None, study_date=None,
-                     interval_level: float = DEFAULT_LEVEL) -> list[Prediction | Failure]:
+                     age=None, birth_date=None, study_date=None, interval_level: float = DEFAULT_LEVEL,
+                     patients=None, on_decoded=None) -> list[Prediction | Failure]:
         """Paths or arrays -> one record each, in input order: the Prediction edge-infer prints (interval,
         calibrated P(male), delay, SDS, category: edge.clinical.context.annotate) or a Failure. sex, age,
         birth_date, study_date: one value for every input or a list with one per input (None where not known);
-        see predict(). `progress`, if given, is called with the number of inputs finished after each batch."""
+        see predict(). `progress`, if given, is called with the number of inputs finished after each batch.
+        patients: instead of sex, age, birth_date and study_date, each input's Patient or PatientError already
+        resolved by edge.clinical.patient.resolve (edge-serve's form). on_decoded: see predict_iter."""
         sources = list(sources)
-        patients = _patients(sources, sex, age, birth_date, study_date)
+        if patients is None:
+            patients = _patients(sources, sex, age, birth_date, study_date)
+        elif len(patients) != len(sources) or any(v is not None for v in (sex, age, birth_date, study_date)):
+            raise ValueError("give one resolved patient per input, and then no sex, age or dates")
         # A DICOM's own PatientSex is used where the model has an age head per sex; a sex given to a model without
         # them is refused (predict_iter).
-        sexes = [p.sex if isinstance(p, Patient) and (self.uses_sex or p.sex_source == "sex argument") else ""
+        sexes = [p.sex if isinstance(p, Patient) and (self.uses_sex or p.sex_source != DICOM_SEX) else ""
                  for p in patients]
         clinical, results = fitted(self.bundle), []
-        for result, patient in zip(self.predict_iter(sources, batch_size, sexes, workers), patients):
+        for result, patient in zip(self.predict_iter(sources, batch_size, sexes, workers, on_decoded=on_decoded),
+                                   patients):
             if isinstance(patient, PatientError):
                 result = Failure(result.file, str(patient))
             elif isinstance(result, Prediction):
@@ -281,20 +290,26 @@ class BoneAgeModel:
         return results
 
     def predict_iter(self, sources, batch_size: int = 1, sex=None, workers: int | None = None,
-                     prepared: OrderedMap | None = None):
+                     prepared: OrderedMap | None = None, on_decoded=None):
         """Paths or arrays -> one Prediction or Failure each, yielded in input order as soon as its batch is
         done. A bad input never stops the batch. batch_size 1 by default: the model compiled at load (OpenVINO
         compiles one static shape per batch size, 1-5 s each) and no faster per image at 8 on 299 px inputs or
         under load (docs/THROUGHPUT.md). sex: None, one sex for every input, or one per input (None/""
         where not known). workers: threads that decode and preprocess ahead of the network (edge.pipeline;
         None: one per core, 0: none, all in this thread). Memory stays bounded whatever the number of inputs.
-        prepared: InputPreparer(...).start(sources) begun earlier (edge-infer, while the model loaded); closed here."""
+        prepared: InputPreparer(...).start(sources) begun earlier (edge-infer, while the model loaded); closed here.
+        on_decoded: called (from a decode worker) with (index, decoded image: edge.preprocess.decode's) for each
+        input that decodes, so a caller that also shows the image (edge-serve's thumbnail, report) decodes nothing
+        again; not with prepared."""
         sources = list(sources)
         sexes = self._given_sexes(sex, len(sources))
         workers = default_workers() if workers is None else workers
         compiling = self._prepare_batch_size(min(batch_size, len(sources)))
         if prepared is None:
-            prepared = OrderedMap(self.prepare_input, enumerate(sources), workers, ahead=batch_size + workers)
+            prepare = self.prepare_input if on_decoded is None else replace(self.prepare_input, on_decoded=on_decoded)
+            prepared = OrderedMap(prepare, enumerate(sources), workers, ahead=batch_size + workers)
+        elif on_decoded is not None:
+            raise ValueError("on_decoded goes with inputs predict_iter decodes itself, not with prepared")
         done: dict[int, Prediction | Failure] = {}  # finished, waiting for an earlier input's batch
         pending: list[tuple[int, np.ndarray]] = []
         upcoming = 0
@@ -379,7 +394,7 @@ def _precision_order(precision: str) -> list[str]:
 
 def _patients(sources, sex, age, birth_date, study_date) -> list[Patient | PatientError]:
     """Each input's Patient for the API: the values given (one for all inputs or one each) over a DICOM file's own
-    tags, by edge-infer's rule (edge.clinical.patient.patients_for): a tag that cannot be read fails its file
+    tags, by the rule every path follows (edge.clinical.patient.resolve): a tag that cannot be read fails its file
     only when the age would come from it. A given value that cannot be read is the caller's ValueError."""
     n = len(sources)
     each = lambda v: list(v) if isinstance(v, (list, tuple)) else [v] * n  # noqa: E731
@@ -387,33 +402,15 @@ def _patients(sources, sex, age, birth_date, study_date) -> list[Patient | Patie
     for name, v in zip(("sex", "age", "birth_date", "study_date"), values):
         if len(v) != n:
             raise ValueError(f"{len(v)} values of {name} for {n} inputs: give one for all or one per input")
-    out = []
+    out: list[Patient | PatientError] = []
     for src, s, a, born, seen in zip(sources, *values):
-        given = _given_patient(s, a, born, seen)
-        own = patients_for([src])[0] if not isinstance(src, np.ndarray) else Patient()
-        if isinstance(own, PatientError):
-            out.append(own if given.age_months is None else given)
-        else:
-            out.append(given.over(own))
+        try:
+            given = given_patient(s, a, born, seen, path=None if isinstance(src, np.ndarray) else src)
+        except TagError as e:  # the file's examination date, which the birth date needs: the file fails
+            out.append(e)
+            continue
+        out.append(resolve(src, given))
     return out
-
-
-def _given_patient(sex, age, birth_date, study_date) -> Patient:
-    months, source = None, ""
-    if age not in (None, "") and (birth_date or study_date):
-        raise ValueError("give the age or birth_date + study_date, not both")
-    if isinstance(age, numbers.Real) and not isinstance(age, bool):  # months (numpy numbers too)
-        months, source = check_age(float(age), f"age {age} months"), "age argument"
-    elif age not in (None, ""):
-        months, source = parse_age(str(age)), "age argument"
-    elif birth_date or study_date:
-        if not (birth_date and study_date):
-            raise ValueError("give both birth_date and study_date (or the age)")
-        dates = [d if isinstance(d, dt.date) else parse_date(str(d), what)
-                 for d, what in ((birth_date, "birth_date"), (study_date, "study_date"))]
-        months, source = age_between(*dates, "birth_date + study_date"), "birth_date + study_date arguments"
-    sex = parse_sex(sex)
-    return Patient(months, source, sex, "sex argument" if sex else "")
 
 
 def sex_disagrees(given_male, p_male):

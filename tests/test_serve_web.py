@@ -191,6 +191,68 @@ def test_thumbnails_beside_the_records(client):
     assert "thumbnails" not in client.post("/v1/predict", files=_files(SAMPLES[0])).json()
 
 
+def test_each_upload_is_decoded_once_for_its_reading_and_its_thumbnail(client, service, tmp_path, monkeypatch):
+    """The page asks for records with thumbnails: each image (PNG, DICOM, one that cannot be decoded) goes through
+    the runtime's decoder once, and its thumbnail is made from that very decoded image; the records are those of a
+    request without thumbnails and each thumbnail is that of the image decoded on its own. The printable report
+    too decodes its image once (the estimate's decoded image is the heatmap's)."""
+    import edge.imaging
+    from edge.clinical.report import picture, png_uri
+
+    dcm = write(radiograph_dataset(SAMPLES[1], "DX"), tmp_path / "hand.dcm")
+    files = _files(SAMPLES[0], dcm) + [("files", ("broken.png", b"not an image", "image/png"))]
+    plain = client.post("/v1/predict", files=files).json()["results"]
+    want = [png_uri(picture(edge.imaging.load_radiograph(p), 160)) for p in (SAMPLES[0], dcm)] + [None]
+    calls: list = []
+    for name in ("_decode_pillow", "_decode_dicom"):  # the two decoders edge.imaging.decode_radiograph calls
+        real = getattr(edge.imaging, name)
+        monkeypatch.setattr(edge.imaging, name, lambda path, _real=real, _name=name: calls.append(_name) or _real(path))
+    answer = client.post("/v1/predict?thumbnails=1", files=files).json()
+    assert sorted(calls) == ["_decode_dicom", "_decode_pillow", "_decode_pillow"]  # once each, the broken one too
+    assert answer["thumbnails"] == want
+    drop = lambda r: {k: v for k, v in r.items() if k != "ms"}  # noqa: E731
+    assert [drop(r) for r in answer["results"]] == [drop(r) for r in plain]
+    calls.clear()
+    assert client.post("/v1/report", files=_files(dcm)).status_code == 200
+    assert calls == ["_decode_dicom"]
+
+
+def test_the_page_and_the_api_read_the_patient_by_one_rule(client, service, tmp_path, capsys):
+    """The same radiograph with the same patient data gives the same record through the page's API, through
+    BoneAgeModel's arguments and through edge-infer (edge.clinical.patient.given_patient and resolve, one rule):
+    a birth date given for a DICOM counts to its StudyDate on both; an age given for a file whose DICOM date is
+    broken stands in for the tag on all three; a birth date on a DICOM whose StudyDate is broken fails that file
+    alone, in the same words, naming the tag and not its value. Only the words saying where a value came from
+    differ (SOURCES)."""
+    import json
+
+    from edge.cli.infer import main
+
+    own = write(radiograph_dataset(SAMPLES[1], "DX", sex="M"), tmp_path / "own.dcm")  # StudyDate 2026-01-15
+    ds = radiograph_dataset(SAMPLES[1], "DX", sex="M")
+    ds.StudyDate = "20261345"
+    broken = write(ds, tmp_path / "broken-date.dcm")
+    form = {"file_sex": ["F", "", ""], "file_age": ["", "10y", ""], "file_birth_date": ["2016-01-15", "", "2016-01-15"]}
+    page = client.post("/v1/predict", files=_files(own, broken, broken), data=form).json()["results"]
+    model = service.model
+    api = [record(r, service.output_info) for r in (
+        model.predict_many([own], sex="F", birth_date="2016-01-15")[0],
+        model.predict_many([broken], age="10y")[0],
+        model.predict_many([broken], birth_date="2016-01-15")[0])]
+    (tmp_path / "patients.csv").write_text("file,age\nbroken-date.dcm,10y\n")
+    assert main([str(broken), "--patients", str(tmp_path / "patients.csv"), "--json", "--no-progress"]) == 0
+    [cli] = json.loads(capsys.readouterr().out)
+    same = lambda r: {k: v for k, v in r.items() if k not in SOURCES}  # noqa: E731
+    assert [same(r) for r in page] == [same(r) for r in api]
+    assert same(page[1]) == same(cli)
+    born, typed, failed = page
+    assert (born["given_sex"], born["chronological_age_months"]) == ("female", 120.0)
+    assert (born["age_source"], api[0]["age_source"]) == ("birth date given on the form + DICOM StudyDate",
+                                                          "birth_date argument + DICOM StudyDate")
+    assert typed["chronological_age_months"] == 120.0 and typed["status"] == cli["status"] == "ok"
+    assert failed["status"] == "failed" and failed["error"] == "DICOM StudyDate is not a valid DICOM date (YYYYMMDD)"
+
+
 def test_csv_has_edge_infer_columns(client, service):
     r = client.post("/v1/predict?format=csv", files=_files(SAMPLES[0]))
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")

@@ -9,17 +9,25 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import numbers
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 MONTH_DAYS = 365.2425 / 12  # mean Gregorian month: ages from dates are in fractional months
 MAX_AGE_MONTHS = 240.0  # 20 years: beyond it a hand radiograph has no bone age
 DATE_TAGS = ("StudyDate", "AcquisitionDate", "ContentDate")
+DICOM_SEX = "DICOM PatientSex"  # the sex_source of a sex read from the file's own tag
 
 
 class PatientError(ValueError):
     """Unusable patient information; str() is the one-line message."""
+
+
+class TagError(PatientError):
+    """A DICOM file's own tag that a given value needs cannot be used: the file's failure, not the caller's."""
 
 
 @dataclass(frozen=True)
@@ -98,15 +106,107 @@ def from_dicom(path) -> Patient:
     sex = {"F": "female", "M": "male"}.get(str(ds.get("PatientSex", "") or "").strip().upper(), "")
     age, source = None, ""
     birth = str(ds.get("PatientBirthDate", "") or "").strip()
-    exam_tag = next((t for t in DATE_TAGS if str(ds.get(t, "") or "").strip()), None)
+    exam_tag = _exam_tag(ds)
     if birth and exam_tag:
         what = f"DICOM PatientBirthDate + {exam_tag}"
-        age = age_between(parse_date(birth, "DICOM PatientBirthDate"),
-                          parse_date(str(ds.get(exam_tag)), f"DICOM {exam_tag}"), what)
+        age = age_between(parse_date(birth, "DICOM PatientBirthDate"), _exam_date(ds, exam_tag), what)
         source = what
     elif str(ds.get("PatientAge", "") or "").strip():
         age, source = parse_dicom_age(str(ds.get("PatientAge"))), "DICOM PatientAge"
-    return Patient(age, source, sex, "DICOM PatientSex" if sex else "")
+    return Patient(age, source, sex, DICOM_SEX if sex else "")
+
+
+def _exam_tag(ds) -> str | None:
+    """The tag of a DICOM dataset's examination date: the first of DATE_TAGS it fills, None when none."""
+    return next((t for t in DATE_TAGS if str(ds.get(t, "") or "").strip()), None)
+
+
+def _exam_date(ds, tag: str) -> dt.date:
+    return parse_date(str(ds.get(tag)), f"DICOM {tag}")
+
+
+class Source(NamedTuple):
+    """How given values are labelled in a record (age_source, given_sex_source): an age, a sex, an age from a
+    birth date and a study date, an age from a birth date alone ("{exam}": the date it was counted to)."""
+    age: str
+    sex: str
+    dates: str = ""
+    birth: str = ""
+
+    @classmethod
+    def same(cls, label: str) -> "Source":
+        return cls(label, label, label, label)
+
+
+ARGUMENTS = Source("age argument", "sex argument", "birth_date + study_date arguments", "birth_date argument + {exam}")
+
+
+def given_patient(sex=None, age=None, birth_date=None, study_date=None, source: Source = ARGUMENTS,
+                  path=None) -> Patient:
+    """The one reading of what a caller gives about a patient, on every path (BoneAgeModel's arguments, edge-infer's
+    --age/--sex and patients CSV, the page's form): sex F/M; an age as text (10y3m, 123m, 10.25y) or a number of
+    months; or a birth date (date, YYYY-MM-DD or YYYYMMDD) with the study date, else counted to the examination date
+    the DICOM file at `path` states (as from_dicom reads it), else to today for a file that is not DICOM or states
+    none. A value that cannot be used is a ValueError (a PatientError, but for the sex: edge.runtime.parse_sex's);
+    a TagError when the file's own examination date, needed for a birth date, is not a date."""
+    from edge.runtime import parse_sex
+
+    sex = parse_sex(sex)
+    months, age_source = None, ""
+    has_age = age is not None and str(age).strip() != ""
+    if has_age and (birth_date or study_date):
+        raise PatientError("give the age or the birth date, not both")
+    if isinstance(age, numbers.Real) and not isinstance(age, bool):  # months (numpy numbers too)
+        months, age_source = check_age(float(age), f"age {age} months"), source.age
+    elif has_age:
+        months, age_source = parse_age(str(age)), source.age
+    elif birth_date or study_date:
+        if not birth_date or not (study_date or path is not None):
+            raise PatientError("give both birth_date and study_date (or the age)")
+        birth = _as_date(birth_date, "birth_date")
+        if study_date:
+            on, what, age_source = _as_date(study_date, "study_date"), "birth_date + study_date", source.dates
+        else:
+            tag, on = _exam_of(path)
+            exam = f"DICOM {tag}" if tag else "today's date"
+            what, age_source = f"birth_date + {exam}", source.birth.format(exam=exam)
+        months = age_between(birth, on, what)
+    return Patient(months, age_source, sex, source.sex if sex else "")
+
+
+def _as_date(value, what: str) -> dt.date:
+    return value if isinstance(value, dt.date) else parse_date(str(value), what)
+
+
+def _exam_of(path) -> tuple[str, dt.date]:
+    """(tag, date) of a DICOM file's examination date; ("", today) for a file that is not DICOM or states none.
+    A date tag that is not a date is a PatientError, as from_dicom has it."""
+    from edge.imaging import ImageError, read_dicom_header
+
+    try:
+        ds = read_dicom_header(path) if _looks_dicom(path) else None
+    except (ImageError, OSError):  # unreadable: the decoder says so
+        ds = None
+    tag = _exam_tag(ds) if ds is not None else None
+    try:
+        return (tag, _exam_date(ds, tag)) if tag else ("", dt.date.today())
+    except PatientError as e:
+        raise TagError(str(e)) from None
+
+
+def resolve(source, given: Patient = Patient(), fill: Patient = Patient()) -> Patient | PatientError:
+    """The one rule for whose values count, on every path (edge-infer, BoneAgeModel.predict_many, the page and
+    its API, the DICOM node): what was given for this input, over the DICOM file's own tags (from_dicom; none
+    for an array or a file that is not DICOM), over `fill` (values meant for a whole batch that must not override
+    a file's own tags: the page's batch-wide fields). A tag that cannot be read fails the input (its PatientError
+    is returned) only when the age would come from it."""
+    try:
+        own = from_dicom(source) if _looks_dicom(source) else Patient()
+    except PatientError as e:
+        if given.age_months is None and fill.age_months is None:
+            return e
+        own = Patient()  # a given age stands in for the broken tag
+    return given.over(own).over(fill)
 
 
 def read_patients(path) -> dict[str, Patient | PatientError]:
@@ -114,8 +214,6 @@ def read_patients(path) -> dict[str, Patient | PatientError]:
     Columns: file, and any of sex (F/M, empty: not known), age (10y3m / 123m / 10.25y), birth_date +
     study_date (YYYY-MM-DD or YYYYMMDD). Only a CSV without a file column and one of those is an error for
     the whole batch."""
-    from edge.runtime import parse_sex
-
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         col = {c.strip().lower(): c for c in reader.fieldnames or []}
@@ -127,7 +225,7 @@ def read_patients(path) -> dict[str, Patient | PatientError]:
             where = f"{Path(path).name} line {reader.line_num}"
             name = (row[col["file"]] or "").strip()
             try:
-                patient = _row_patient(row, col, where, parse_sex)
+                patient = _row_patient(row, col, where)
             except ValueError as e:
                 patient = PatientError(f"{path}, line {reader.line_num}: {e}")
             if name in table and table[name] != patient:
@@ -136,18 +234,10 @@ def read_patients(path) -> dict[str, Patient | PatientError]:
     return table
 
 
-def _row_patient(row, col, where, parse_sex) -> Patient:
+def _row_patient(row, col, where) -> Patient:
     cell = lambda c: (row.get(col[c]) or "").strip() if c in col else ""  # noqa: E731
-    sex = parse_sex(cell("sex"))
-    age = None
-    if cell("age"):
-        age = parse_age(cell("age"))
-    elif cell("birth_date") or cell("study_date"):
-        if not (cell("birth_date") and cell("study_date")):
-            raise PatientError("give both birth_date and study_date (or age)")
-        age = age_between(parse_date(cell("birth_date"), "birth_date"), parse_date(cell("study_date"), "study_date"),
-                          "birth_date + study_date")
-    return Patient(age, where if age is not None else "", sex, where if sex else "")
+    dates = ("", "") if cell("age") else (cell("birth_date"), cell("study_date"))  # an age wins over dates
+    return given_patient(cell("sex"), cell("age"), *dates, source=Source.same(where))
 
 
 def lookup(files: list[str], table: dict) -> list:
@@ -169,33 +259,27 @@ def lookup(files: list[str], table: dict) -> list:
 
 def patients_for(files: list[str], age: str | None = None, sex: str = "", csv_path=None,
                  read_dicom: bool = True) -> list[Patient | PatientError]:
-    """Each file's Patient: --age/--sex over the CSV's row over the DICOM file's own tags."""
-    from edge.runtime import parse_sex
-
-    given = Patient(parse_age(age) if age else None, "--age" if age else "", parse_sex(sex), "--sex" if sex else "")
+    """Each file's Patient (resolve): --age/--sex over the CSV's row over the DICOM file's own tags."""
+    given = given_patient(sex, age, source=Source("--age", "--sex"))
     rows = lookup(files, read_patients(csv_path)) if csv_path else [None] * len(files)
     out: list[Patient | PatientError] = []
     for f, row in zip(files, rows):
         if isinstance(row, PatientError):
             out.append(row)
             continue
-        try:
-            own = from_dicom(f) if read_dicom and _looks_dicom(f) else Patient()
-        except PatientError as e:
-            if given.age_months is None and (row is None or row.age_months is None):
-                out.append(e)  # the age would come from this tag: the file fails
-                continue
-            own = Patient()  # the user's age stands in for a broken tag
-        out.append(given.over(row or Patient()).over(own))
+        mine = given.over(row or Patient())
+        out.append(resolve(f, mine) if read_dicom else mine)
     return out
 
 
 def _looks_dicom(path) -> bool:
     from edge.imaging import _is_dicom
 
+    if not isinstance(path, (str, os.PathLike)):  # an array: no tags
+        return False
     p = Path(path)
     return p.is_file() and p.stat().st_size > 0 and _is_dicom(p)
 
 
-__all__ = ["Patient", "PatientError", "parse_age", "parse_dicom_age", "from_dicom", "read_patients",
-           "patients_for", "lookup"]
+__all__ = ["Patient", "PatientError", "TagError", "Source", "parse_age", "parse_dicom_age", "from_dicom", "given_patient",
+           "resolve", "read_patients", "patients_for", "lookup"]

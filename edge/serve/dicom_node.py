@@ -169,7 +169,7 @@ class DicomNode:
             log.warning("C-STORE from %s: image refused by the input check: %s", caller, result.error)
             return _failure(result.error)
         if isinstance(result, Failure):  # unreadable, or a bad tag
-            # The reason can quote the file's own tags (a birth date): it goes back to the sender, not to the log.
+            # The reason is about the file (it names a bad tag, never its value): it goes back to the sender only.
             log.warning("C-STORE from %s: image not assessed (reason in the response's Error Comment)", caller)
             return _failure(result.error)
         sr = build_sr(result, ds, self.model)

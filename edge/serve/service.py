@@ -15,13 +15,14 @@ from pathlib import Path
 
 from edge import output
 from edge.clinical import heatmap, report
-from edge.clinical.context import in_context
-from edge.clinical.patient import Patient, PatientError
-from edge.imaging import decode_radiograph, to_unit
+from edge.imaging import to_unit
 from edge.preprocess import to_model_input
 from edge.runtime import BoneAgeModel, Failure, Prediction
 from edge.serve import given
 from edge.serve.given import Given
+
+
+THUMB_PX = 160  # a card's thumbnail on the page, longer side
 
 
 class Service:
@@ -37,38 +38,41 @@ class Service:
         return cls(BoneAgeModel.load(bundle, backend=backend, precision=precision, threads=threads))
 
     def predict(self, uploads: list[tuple[str, bytes]], sex=None, age=None,
-                per_file: list[Given] | None = None) -> list[Prediction | Failure]:
+                per_file: list[Given] | None = None, thumbnails: bool = False):
         """[(file name as the user named it, file bytes)] -> one record each, in order, named by that name, in
         clinical context (edge.clinical). per_file: what the form gives for each upload; sex, age: for the whole
         batch, filling only what neither per_file nor a DICOM's own tags give (edge.serve.given). A bad
-        batch-wide value is a ValueError."""
+        batch-wide value is a ValueError. thumbnails: (records, [a small PNG data: URI of each image as the model
+        read it, None where it could not be decoded]), from the image the estimate decoded (no second decode)."""
         names = [safe_name(name) for name, _ in uploads]
+        decoded: dict[int, object] = {}
         with memory_files([data for _, data in uploads]) as paths:
-            results = self._predict_paths(paths, sex, age, per_file)
-            return [_renamed(r, path, name) for r, path, name in zip(results, paths, names)]
+            results = self._predict_paths(paths, sex, age, per_file, decoded.__setitem__ if thumbnails else None)
+            records = [_renamed(r, path, name) for r, path, name in zip(results, paths, names)]
+        if not thumbnails:
+            return records
+        return records, [thumbnail(decoded[k]) if k in decoded else None for k in range(len(uploads))]
 
-    def _predict_paths(self, paths: list[str], sex, age, per_file=None) -> list[Prediction | Failure]:
+    def _predict_paths(self, paths: list[str], sex, age, per_file=None,
+                       on_decoded=None) -> list[Prediction | Failure]:
+        # One rule for the patient (edge.clinical.patient.resolve, via edge.serve.given), resolved once here and
+        # handed to the runtime as it is: the runtime reads no tag again.
         patients = given.patients(paths, per_file, Given(sex or "", age or ""))
-        known = [p if isinstance(p, Patient) else None for p in patients]
         # Batch 1 in the calling thread: a request's files are few, and a pool of decode threads per request
         # would only compete with the other requests' threads.
-        # The resolved age goes too: the API would otherwise read a DICOM's date tags again and fail a file whose
-        # tags are broken although the form gave its age (in_context then labels every field by its source).
-        results = self.model.predict_many(paths, batch_size=1, sex=[p.sex if p else "" for p in known],
-                                          age=[p.age_months if p else None for p in known], workers=0)
-        results = [Failure(path, str(p)) if isinstance(p, PatientError) else r
-                   for r, p, path in zip(results, patients, paths)]
-        return in_context(results, known, self.model.bundle)
+        return self.model.predict_many(paths, batch_size=1, patients=patients, workers=0, on_decoded=on_decoded)
 
     def report(self, upload: tuple[str, bytes], sex=None, age=None, per_file: Given | None = None) -> str:
         """One upload -> the printable HTML page of edge.clinical.report (radiograph, occlusion heatmap, context,
         the patient and study a DICOM names). A file that gives no estimate is a ValueError naming it."""
         name = safe_name(upload[0])
+        decoded: dict[int, object] = {}  # the image as the estimate decoded it: the map explains that very input
         with memory_files([upload[1]]) as [path]:
-            result = _renamed(self._predict_paths([path], sex, age, per_file and [per_file])[0], path, name)
+            result = self._predict_paths([path], sex, age, per_file and [per_file], decoded.__setitem__)[0]
+            result = _renamed(result, path, name)
             if isinstance(result, Failure):
                 raise ValueError(f"{name}: {result.error}")
-            decoded = decode_radiograph(path)  # as the estimate decoded it: the map explains that very input
+            decoded = decoded[0]
             patient = report.identity(path)
         heat = heatmap.occlusion_map(self.model, to_model_input(decoded, self.model.spec), result.given_sex)
         image = to_unit(decoded)
@@ -83,6 +87,12 @@ class Service:
                 "backend": self.model.backend_name, "precision": self.model.precision,
                 "input": {"height": spec.height, "width": spec.width, "channels": spec.channels},
                 "uses_sex": self.model.uses_sex, "reference_metrics": meta.get("reference_metrics", {})}
+
+
+def thumbnail(decoded) -> str:
+    """A small PNG (data: URI) of a decoded radiograph (a DICOM windowed as for the estimate), longer side
+    THUMB_PX."""
+    return report.png_uri(report.picture(to_unit(decoded), THUMB_PX))
 
 
 def safe_name(name: str | None) -> str:

@@ -25,12 +25,11 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from edge.output import CsvSink, record
 from edge.runtime import parse_sex
 from edge.serve.given import Given
-from edge.serve.service import Service, memory_files
+from edge.serve.service import Service
 
 MAX_UPLOAD_MB = 64  # one request's body; a hand DICOM is a few tens of MB at most
 MAX_FILES = 50
 PER_FILE = {"file_sex": "sex", "file_age": "age", "file_birth_date": "birth_date"}  # form field -> Given's
-THUMB_PX = 160  # a card's thumbnail, longer side
 
 _FORM_SCHEMA = {  # the multipart body, for the OpenAPI description (the endpoint parses the form itself)
     "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
@@ -91,13 +90,14 @@ def create_app(service: Service, token: str | None = None, max_upload_mb: float 
         if format not in ("json", "csv"):
             raise HTTPException(422, "format must be json or csv")
         uploads, sex, age, per_file = await _read_form(request, limit, max_files)
-        results = await run_in_threadpool(service.predict, uploads, sex, age, per_file)
+        pictures = thumbnails and format == "json"  # each from the image the estimate decoded (no second decode)
+        answer = await run_in_threadpool(service.predict, uploads, sex, age, per_file, pictures)
+        results, pictures = answer if pictures else (answer, None)
         records = [record(r, service.output_info) for r in results]
         if format == "csv":
             return Response(csv_text(records), media_type="text/csv",
                             headers={"Content-Disposition": 'attachment; filename="bone-age.csv"'})
-        if thumbnails:  # beside the records, not in them: a record is what edge-infer writes
-            pictures = await run_in_threadpool(lambda: [thumbnail(data) for _, data in uploads])
+        if pictures is not None:  # beside the records, not in them: a record is what edge-infer writes
             return {"results": records, "thumbnails": pictures}
         return {"results": records}
 
@@ -157,20 +157,6 @@ def per_file_values(form, n: int) -> list[Given]:
                                      "order of files ('' for none)")
         columns[attr] = values or [""] * n
     return [Given(**{attr: columns[attr][k].strip() for attr in columns}) for k in range(n)]
-
-
-def thumbnail(data: bytes) -> str | None:
-    """A small PNG (data: URI) of an upload as the runtime decodes it (a DICOM windowed as for the estimate);
-    None where it cannot be decoded (its record says why)."""
-    from edge.clinical.report import picture, png_uri
-    from edge.imaging import decode_radiograph, to_unit
-
-    with memory_files([data]) as [path]:
-        try:
-            image = to_unit(decode_radiograph(path))
-        except Exception:  # noqa: BLE001  (the picture is extra; the record says what was wrong with the file)
-            return None
-    return png_uri(picture(image, THUMB_PX))
 
 
 def csv_text(records: list[dict]) -> str:
