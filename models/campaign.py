@@ -48,9 +48,22 @@ def train_command(name: str, leg: dict) -> list[str]:
         # A machine without the run folder: start again from the leg's best so far, kept in the repository
         # (compact), rather than from the leg's first weights; a warm restart of the schedule, not an exact resume.
         args[args.index("--init-from") + 1] = str(fallback)
+    if leg.get("widen") and not (out / "last.pt").exists() and args[args.index("--init-from") + 1] != str(fallback):
+        args[args.index("--init-from") + 1] = str(widened(out, REPO / args[args.index("--init-from") + 1], leg["widen"]))
     return [sys.executable, "-m", "models.train", "--data", str(data_root() / leg["data"]), "--out", str(out),
             *args, "--threads", "1", "--checkpoint-minutes", str(leg.get("checkpoint_minutes", 10)),
             "--no-progress"]
+
+
+def widened(out: Path, src: Path, width: float) -> Path:
+    """A leg that starts a wider network: its --init-from weights widened function-preserving (models.widen), once,
+    into the run folder (too big to keep in the repository)."""
+    dst = out / f"init-width-{width}.pt"
+    if not dst.exists():
+        out.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "models.widen", str(src), str(dst), "--width", str(width)], cwd=REPO,
+                       check=True)
+    return dst
 
 
 def running(out: Path) -> list[int]:
