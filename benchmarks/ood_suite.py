@@ -30,7 +30,11 @@ from edge.bundle import load_bundle  # noqa: E402
 from edge.imaging import ImageError, load_radiograph  # noqa: E402
 from edge.labels import image_path, read_labels, read_split  # noqa: E402
 
-TURN_P, INVERT_P = 0.9, 0.9  # view probabilities that turn an image back / refuse it as inverted
+# View probabilities that turn an image back / refuse it as inverted: TURN_P set on validation images (fit prints
+# the trade-off: upright images kept upright against turned ones turned back, benchmarks/results/quality-fit-default.txt)
+TURN_P, INVERT_P = 0.5, 0.9
+ORIENT_CHANNELS, ORIENT_EPOCHS, ORIENT_TILT = 4, 12, 25.0  # the orientation network's width, its training epochs and
+# the tilts (degrees, either way) its upright training copies are turned by, so a hand lying askew is still upright
 HAND_L2 = (1e-3, 1e-2, 1e-1)  # the hand classifier's L2 penalties tried; the one that refuses most validation negatives
 REJECT_QUANTILE = 0.004  # the hand score limit: this quantile of the validation images' scores
 
@@ -83,18 +87,19 @@ def synthetic(rng, side: int = 299) -> np.ndarray:
 
 
 def training_sets(data: Path, ids: list[str], n_synthetic: int, rng):
-    """Orientation thumbnails (each image, its mirror, a zoom), and the hand classifier's positives (each image
-    and its mirror) and negatives (a quarter, a smaller part, a heavy blur of each; generated images)."""
-    thumbs, pos, neg = [], [], []
+    """Zoomed thumbnails for the orientation network (a part of each upright image), and the hand classifier's
+    positives (each image and its mirror) and negatives (a quarter, a smaller part, a heavy blur of each; generated
+    images)."""
+    zooms, pos, neg = [], [], []
     for _, img in ids_images(data, ids):
         medium = quality.cropped_medium(img, upright=True)
         mirror = np.ascontiguousarray(medium[:, ::-1])
-        thumbs += [quality.thumbnail(medium), quality.thumbnail(mirror), quality.thumbnail(_part(medium, rng, .7, .95))]
+        zooms.append(quality.thumbnail(_part(medium, rng, .7, .95)))
         pos += [quality.hand_features(medium), quality.hand_features(mirror)]
         for bad in (_part(img, rng, 0.45, 0.55), _part(img, rng, 0.3, 0.45), _blur(img, rng.uniform(0.02, 0.05))):
             neg.append(quality.hand_features(quality.cropped_medium(bad)))
     neg += [quality.hand_features(quality.cropped_medium(synthetic(rng))) for _ in range(n_synthetic)]
-    return np.stack(thumbs), np.stack(pos), np.stack(neg)
+    return np.stack(zooms), np.stack(pos), np.stack(neg)
 
 
 def _fit_logistic(x: np.ndarray, y: np.ndarray, l2: float) -> np.ndarray:
@@ -112,26 +117,70 @@ def _fit_logistic(x: np.ndarray, y: np.ndarray, l2: float) -> np.ndarray:
     return minimize(loss, np.zeros(x.shape[1] + 1), jac=True, method="L-BFGS-B", options={"maxiter": 500}).x
 
 
-def fit_orientation(thumbs: np.ndarray, l2: float = 1e-3) -> np.ndarray:
-    """Weights w such that softmax(views(t) @ w) puts the upright view (index 0) first: L-BFGS on cross-entropy."""
-    from scipy.optimize import minimize
-
-    x = quality.views(thumbs)  # (n, 8, F)
-
-    def loss(w):
-        logits = x @ w
-        logits -= logits.max(axis=1, keepdims=True)
-        p = np.exp(logits)
-        p /= p.sum(axis=1, keepdims=True)
-        g = p.copy()
-        g[:, 0] -= 1
-        grad = np.einsum("nk,nkf->f", g, x) / len(x) + l2 * w
-        return -np.log(p[:, 0] + 1e-12).mean() + 0.5 * l2 * w @ w, grad
-
-    return minimize(loss, np.zeros(x.shape[2]), jac=True, method="L-BFGS-B", options={"maxiter": 400}).x
+def orientation_thumbs(data: Path, ids: list[str], rng) -> np.ndarray:
+    """Upright thumbnails to train the orientation network on: each training image as check() sees it, its mirror,
+    and a copy tilted up to ORIENT_TILT degrees either way."""
+    thumbs = []
+    for _, img in ids_images(data, ids):
+        medium = quality.cropped_medium(img, upright=True)
+        tilted = quality.cropped_medium(tilt(img, float(rng.uniform(-ORIENT_TILT, ORIENT_TILT))))
+        thumbs += [quality.thumbnail(m) for m in (medium, np.ascontiguousarray(medium[:, ::-1]), tilted)]
+    return np.stack(thumbs)
 
 
-def validation_views(data: Path, ids: list[str], orient: np.ndarray) -> tuple[np.ndarray, dict]:
+def orient_network(channels: int = ORIENT_CHANNELS):
+    """The torch twin of quality.orient_scores: three 3x3 convolutions with ReLU and 2x2 max pooling, a linear score."""
+    import torch
+
+    c, layers = channels, []
+    for cin, cout in ((1, c), (c, 2 * c), (2 * c, 4 * c)):
+        layers += [torch.nn.Conv2d(cin, cout, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2)]
+    side = quality.THUMB // 8
+    return torch.nn.Sequential(*layers, torch.nn.Flatten(), torch.nn.Linear(4 * c * side * side, 1))
+
+
+def fit_orientation(thumbs: np.ndarray, seed: int = 0, epochs: int = ORIENT_EPOCHS) -> tuple[np.ndarray, ...]:
+    """The orientation network's parameters: softmax over the eight views of each upright thumbnail puts the
+    upright one (index 0) first; AdamW, one-cycle schedule, one thread (the same weights on every run)."""
+    import torch
+
+    torch.manual_seed(seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    net, x = orient_network(), torch.tensor(quality.views(thumbs).copy())  # (n, 8, T, T)
+    steps = (len(x) + 255) // 256
+    opt = torch.optim.AdamW(net.parameters(), 2e-3, weight_decay=1e-3)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=epochs * steps)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(x)).split(256):
+            scores = net(x[idx].flatten(0, 1)[:, None]).view(len(idx), 8)
+            loss = torch.nn.functional.cross_entropy(scores, torch.zeros(len(idx), dtype=torch.long))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    torch.set_num_threads(threads)
+    return tuple(p.detach().numpy().copy() for p in net.parameters())
+
+
+def orientation_tradeoff(data: Path, ids: list[str], orient: tuple) -> list[str]:
+    """Validation images as they lie and turned by each quarter: at each turn limit, the share left upright and the
+    share turned back (the limit TURN_P is chosen from this table)."""
+    model = quality.QualityModel(orient, np.zeros(1), np.zeros(1), np.ones(1), -np.inf, TURN_P, INVERT_P)
+    thumbs = [quality.thumbnail(quality.cropped_medium(img)) for _, img in ids_images(data, ids)]
+    probs = {k: np.stack([model.views(np.rot90(t, k)) for t in thumbs]) for k in range(4)}
+    lines = [f"orientation on {len(ids)} validation images: turn limit, upright kept upright, turned turned back "
+             "(mean of the three turns)"]
+    for limit in (0.5, 0.6, 0.7, 0.8, 0.9):
+        right = []
+        for k, p in probs.items():
+            turns = np.where(p[:, :4].max(1) >= limit, p[:, :4].argmax(1), 0)
+            right.append(float(((turns == (4 - k) % 4) & (p[:, 4:].sum(1) < INVERT_P)).mean()))
+        lines.append(f"  {limit:.1f}: {100 * right[0]:.2f}% / {100 * np.mean(right[1:]):.2f}%")
+    return lines
+
+
+def validation_views(data: Path, ids: list[str], orient: tuple) -> tuple[np.ndarray, dict]:
     """Hand features of each validation image in the view check() picks (turned, inverted), and how often it
     turns or inverts one: the view depends on the orientation weights only, so every penalty reuses them."""
     model = quality.QualityModel(orient, np.zeros(1), np.zeros(1), np.ones(1), -np.inf, TURN_P, INVERT_P)
@@ -174,9 +223,10 @@ def fit(bundle_dir: Path, data: Path, n_train: int, n_synthetic: int = 2000, see
     train_ids = sorted(rng.choice(split["train"], min(n_train, len(split["train"])), replace=False).tolist())
     say = lambda text: print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)  # noqa: E731
     say(f"[1/4] thumbnails and features of {len(train_ids)} training images and {n_synthetic} generated ones")
-    thumbs, pos, neg = training_sets(data, train_ids, n_synthetic, rng)
-    say("[2/4] orientation weights")
-    orient = fit_orientation(thumbs)
+    zooms, pos, neg = training_sets(data, train_ids, n_synthetic, rng)
+    say(f"[2/4] the orientation network on every training id ({len(split['train'])}), its mirror, a tilted copy "
+        "and the zooms")
+    orient = orientation_step(data, split, zooms, seed)
     x = np.concatenate([pos, neg])
     mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
     # The L2 penalty is chosen on validation images alone: their scores set the limit, and the share of negatives
@@ -199,11 +249,48 @@ def fit(bundle_dir: Path, data: Path, n_train: int, n_synthetic: int = 2000, see
     fitted_on = {"data": str(data / "train-299"), "train_ids": len(train_ids), "generated": n_synthetic, "seed": seed,
                  "val_ids": len(scores), "reject": f"{REJECT_QUANTILE} quantile of validation images' hand scores",
                  "l2": l2, "val_negatives_refused": {str(k): round(v[0], 4) for k, v in tried.items()},
-                 "command": "python benchmarks/ood_suite.py fit --bundle BUNDLE --data DATA"}
+                 "command": "python benchmarks/ood_suite.py fit --bundle BUNDLE --data DATA",
+                 "orientation": orientation_fitted_on(len(split["train"]), len(train_ids), "fit")}
     model = quality.QualityModel(orient, hand, mean, std, reject, TURN_P, INVERT_P, fitted_on)
     store(bundle.root, "quality", model.to_dict())
     return {"reject": round(reject, 3), "val": len(scores), **{k: int(v) for k, v in views_taken.items()},
             "val_score_quantiles": np.quantile(scores, [0.001, 0.002, 0.01, 0.5]).round(2).tolist()}
+
+
+def orientation_step(data: Path, split: dict, zooms: np.ndarray, seed: int) -> tuple[np.ndarray, ...]:
+    """The orientation network fitted on every training id (upright, mirrored, tilted; their own random stream, so
+    the hand classifier's is as it was) and the zooms of `training_sets`; its trade-off on validation printed."""
+    thumbs = orientation_thumbs(data, split["train"], np.random.default_rng(seed + 2))
+    orient = fit_orientation(np.concatenate([thumbs, zooms]), seed)
+    print("\n".join(orientation_tradeoff(data, split["val"], orient)), flush=True)
+    return orient
+
+
+def orientation_fitted_on(n_train: int, n_zooms: int, command: str) -> dict:
+    return {"train_ids": n_train, "views": f"each upright, mirrored, tilted up to {ORIENT_TILT:.0f} degrees, and "
+            f"{n_zooms} zooms", "channels": ORIENT_CHANNELS, "epochs": ORIENT_EPOCHS,
+            "turn": f"{TURN_P}: chosen on validation (the trade-off the fit prints)",
+            "command": f"python benchmarks/ood_suite.py {command} --bundle BUNDLE --data DATA"}
+
+
+def fit_orientation_only(bundle_dir: Path, data: Path, seed: int = 0) -> dict:
+    """The orientation network fitted again, the rest of the bundle's quality key (the hand classifier, its limit,
+    the laterality weights) kept as it is: the network is fitted on images alone, whatever model the bundle holds."""
+    bundle = load_bundle(bundle_dir)
+    split = read_split(bundle.root / "split.json")
+    section = bundle.meta["quality"]
+    fitted_on = section.get("fitted_on", {})
+    rng = np.random.default_rng(fitted_on.get("seed", seed))  # the ids and zooms `fit` drew, in its order
+    n = min(int(fitted_on.get("train_ids", 3000)), len(split["train"]))
+    zooms, _, _ = training_sets(data, sorted(rng.choice(split["train"], n, replace=False).tolist()), 0, rng)
+    orient = orientation_step(data, split, zooms, fitted_on.get("seed", seed))
+    f32 = lambda key: np.asarray(section[key], np.float32)  # noqa: E731
+    said = orientation_fitted_on(len(split["train"]), n, "fit-orientation")
+    model = quality.QualityModel(orient, f32("hand"), f32("hand_mean"), f32("hand_std"), float(section["reject"]),
+                                 TURN_P, INVERT_P, {**fitted_on, "orientation": said},
+                                 f32("laterality") if "laterality" in section else None)
+    store(bundle.root, "quality", model.to_dict())
+    return said
 
 
 def fit_laterality(bundle_dir: Path, data: Path, seed: int = 0) -> dict:
@@ -665,7 +752,7 @@ def _reader(bundle_root: Path):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
-    for name in ("fit", "fit-laterality", "measure", "latency", "wide"):
+    for name in ("fit", "fit-orientation", "fit-laterality", "measure", "latency", "wide"):
         s = sub.add_parser(name)
         s.add_argument("--bundle", type=Path, default=Path("edge/default_bundle"))
         s.add_argument("--data", type=Path, default=Path("../shared/data/rsna-boneage"))
@@ -681,6 +768,8 @@ def main(argv=None) -> int:
         model_q = quality.quality_model(bundle)
         side = min(bundle.config.input.height, bundle.config.input.width)
         print("\n".join(latency(bundle.root, args.data, lambda img: quality.check(img, model_q, side))))
+    elif args.command == "fit-orientation":
+        print(json.dumps(fit_orientation_only(args.bundle, args.data)))
     elif args.command == "fit-laterality":
         print(json.dumps(fit_laterality(args.bundle, args.data)))
     elif args.command == "wide":

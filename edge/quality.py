@@ -64,47 +64,29 @@ class Verdict:
 @dataclass(frozen=True)
 class QualityModel:
     """Fitted on the training split's radiographs (`python benchmarks/ood_suite.py fit`):
-    - `orient`: weights over `layout_features`, trained so that the upright, uninverted view of a training image
-      scores highest of its eight views (four quarter turns, each inverted or not). An image is turned back when
-      one turned view has softmax probability `turn` or more, and is inverted when the inverted views together
-      have `invert` or more.
+    - `orient`: a small convolutional network (orient_scores) that scores one view of a THUMB px thumbnail as
+      upright, trained so that the upright, uninverted view of a training image scores highest of its eight views
+      (four quarter turns, each inverted or not). An image is turned back when one turned view has softmax
+      probability `turn` or more, and is inverted when the inverted views together have `invert` or more.
     - `hand`: a logistic classifier over `hand_features` (standardised by `hand_mean`, `hand_std`; bias last):
       training radiographs against generated images and parts and blurs of training radiographs. Below `reject`
       (set on validation images) the upright view is not a whole, readable hand radiograph."""
 
-    orient: np.ndarray
+    orient: tuple[np.ndarray, ...]  # conv1 w, b, conv2 w, b, conv3 w, b, linear w, b (torch's layouts)
     hand: np.ndarray
     hand_mean: np.ndarray
     hand_std: np.ndarray
     reject: float
-    turn: float = 0.9
+    turn: float = 0.5
     invert: float = 0.9
     fitted_on: dict = field(default_factory=dict)
     laterality: np.ndarray | None = None  # over the standardised hand features, bias last: > 0 reads as a right hand
 
     def views(self, thumb: np.ndarray) -> np.ndarray:
-        """Probabilities of the eight views (turns 0-3 anticlockwise, then the same inverted) being upright.
-        Equal to softmax(views(thumb) @ orient), computed from one set of features: the gradient magnitude of a
-        turned or inverted thumbnail is the turned magnitude of the original (central differences, zero at the
-        edges), so each view's logit is a turn of the pixels' and the gradient's weights."""
-        return self.view_probabilities(layout_features(thumb[None])[0])
-
-    def view_probabilities(self, layout: np.ndarray) -> np.ndarray:
-        """views() from the thumbnail's layout features (computed once per check)."""
-        n = THUMB * THUMB
-        a, b = self._turned_weights[0] @ layout[:n], self._turned_weights[1] @ layout[n:]
-        logits = np.concatenate([a + b, b - a]).astype(np.float64)
+        """Probabilities of the eight views (turns 0-3 anticlockwise, then the same inverted) being upright."""
+        logits = orient_scores(self.orient, views(thumb)).astype(np.float64)
         p = np.exp(logits - logits.max())
         return p / p.sum()
-
-    @cached_property
-    def _turned_weights(self) -> np.ndarray:
-        """(2, 4, THUMB * THUMB): the pixels' and the gradient's weights turned back by k quarter turns, so that a
-        thumbnail's features dotted with row k score its view turned by k: sum(rot90(x, k) * w) = sum(x *
-        rot90(w, -k))."""
-        n = THUMB * THUMB
-        w = self.orient[:n].reshape(THUMB, THUMB), self.orient[n:].reshape(THUMB, THUMB)
-        return np.stack([np.stack([np.rot90(part, -k).ravel() for k in range(4)]) for part in w])
 
     def hand_score(self, medium: "np.ndarray | Measures") -> float:
         z = (_features(medium) - self.hand_mean) / self.hand_std
@@ -120,7 +102,7 @@ class QualityModel:
     def to_dict(self) -> dict:
         r = lambda a: np.round(np.asarray(a, np.float64), 5).tolist()  # noqa: E731 (5 digits: a small bundle.json)
         extra = {} if self.laterality is None else {"laterality": r(self.laterality)}
-        return {"thumb": THUMB, "medium": MEDIUM, "orient": r(self.orient), "hand": r(self.hand),
+        return {"thumb": THUMB, "medium": MEDIUM, "orient": [r(a) for a in self.orient], "hand": r(self.hand),
                 "hand_mean": r(self.hand_mean), "hand_std": r(self.hand_std), "reject": round(float(self.reject), 4),
                 "turn": self.turn, "invert": self.invert, **extra, "fitted_on": self.fitted_on}
 
@@ -130,7 +112,10 @@ class QualityModel:
             raise ValueError(f"the bundle's quality model is for {d.get('thumb')}/{d.get('medium')} px thumbnails, "
                              f"this runtime uses {THUMB}/{MEDIUM}: re-run `python benchmarks/ood_suite.py fit`")
         f32 = lambda key: np.asarray(d[key], np.float32)  # noqa: E731
-        return cls(f32("orient"), f32("hand"), f32("hand_mean"), f32("hand_std"), float(d["reject"]),
+        if not isinstance(d.get("orient", [None])[0], list):  # the linear orientation weights of bundles before 9.0
+            raise ValueError("the bundle's quality model has linear orientation weights, this runtime a network: "
+                             "re-run `python benchmarks/ood_suite.py fit`")
+        return cls(tuple(np.asarray(a, np.float32) for a in d["orient"]), f32("hand"), f32("hand_mean"), f32("hand_std"), float(d["reject"]),
                    float(d["turn"]), float(d["invert"]), d.get("fitted_on", {}),
                    f32("laterality") if "laterality" in d else None)
 
@@ -254,16 +239,17 @@ def two_hands(m: "Measures", model: QualityModel) -> bool:
 def orientation(m: "Measures", model: QualityModel) -> tuple[int, str, "Measures"]:
     """The (cropped) thumbnail's measures -> (anticlockwise quarter turns that make it upright, refusal reason or
     "", the upright view's measures)."""
-    p = model.view_probabilities(m.layout)
+    p = model.views(m.thumb)
     inverted = p[4:].sum() >= model.invert
     ps = p[4:] if inverted else p[:4]
     turns = int(np.argmax(ps)) if ps.max() >= model.turn else 0
     upright = Measures(np.rot90(1 - m.medium if inverted else m.medium, turns)) if inverted or turns else m
     score = model.hand_score(upright)
     # Inverted is said only of what reads as a hand once inverted back (P(hand) > 0.5): a photograph can look
-    # "inverted" to the orientation weights, and is refused either way. A turn is made only when the turned image
-    # reads as a hand just as surely (measured: it refuses the bundled DICOM images that would have been turned).
-    if score < model.reject or ((inverted or turns) and score < 0):
+    # "inverted" to the orientation network, and is refused either way. A turned image is held to the hand limit
+    # an upright one is held to (before the orientation network, a turn needed P(hand) > 0.5, which refused 1% of
+    # turned radiographs; docs/QUALITY.md has what it does to the out-of-distribution suite).
+    if score < model.reject or (inverted and score < 0):
         return 0, f"does not look like a whole hand radiograph (score {score:.1f}, limit {model.reject:.1f})", upright
     if inverted:
         return 0, f"inverted: bone dark, background bright (P {p[4:].sum():.2f})", upright
@@ -313,8 +299,12 @@ class Measures:
         return hand_axis(self.medium, self._percentiles[1], self._percentiles[3])
 
     @cached_property
+    def thumb(self) -> np.ndarray:
+        return thumbnail(self.medium)
+
+    @cached_property
     def layout(self) -> np.ndarray:
-        return layout_features(thumbnail(self.medium)[None])[0]
+        return layout_features(self.thumb[None])[0]
 
 
 def percentiles(a: np.ndarray, *qs: float) -> tuple[np.float64, ...]:
@@ -405,10 +395,29 @@ def layout_features(thumbs: np.ndarray) -> np.ndarray:
 
 
 def views(thumb: np.ndarray) -> np.ndarray:
-    """A thumbnail (THUMB, THUMB) or a stack (n, THUMB, THUMB) -> layout features of the eight views (.., 8, F)."""
+    """A thumbnail (THUMB, THUMB) or a stack (n, THUMB, THUMB) -> its eight views (.., 8, THUMB, THUMB): turned 0-3
+    quarter turns anticlockwise, then the same inverted (a standardised thumbnail inverts by its sign)."""
     t = thumb[None] if thumb.ndim == 2 else thumb
-    out = np.stack([layout_features(np.rot90(s * t, k, axes=(1, 2))) for s in (1, -1) for k in range(4)], axis=1)
+    out = np.stack([np.rot90(s * t, k, axes=(1, 2)) for s in (1, -1) for k in range(4)], axis=1)
     return out[0] if thumb.ndim == 2 else out
+
+
+def orient_scores(net: tuple[np.ndarray, ...], thumbs: np.ndarray) -> np.ndarray:
+    """(n, THUMB, THUMB) views -> (n,) upright scores: three 3x3 convolutions (zero padding 1), each with ReLU and
+    2x2 max pooling, then a linear score; the same network benchmarks/ood_suite.py trains in torch."""
+    x = thumbs[..., None].astype(np.float32)  # channels last
+    for w, b in zip(net[0:6:2], net[1:6:2]):
+        n, h, wd, c = x.shape
+        padded = np.zeros((n, h + 2, wd + 2, c), np.float32)
+        padded[:, 1:-1, 1:-1] = x
+        # im2col from nine shifted slices (a third faster than sliding_window_view's copy), against torch's
+        # (out, in, 3, 3) kernels laid out (3, 3, in) -> out
+        cols = np.concatenate([padded[:, i:i + h, j:j + wd] for i in range(3) for j in range(3)], axis=-1)
+        y = np.maximum(cols.reshape(-1, 9 * c) @ w.transpose(2, 3, 1, 0).reshape(9 * c, -1) + b, 0)
+        y = y.reshape(n, h, wd, -1)
+        x = np.maximum(np.maximum(y[:, 0::2, 0::2], y[:, 1::2, 0::2]), np.maximum(y[:, 0::2, 1::2], y[:, 1::2, 1::2]))
+    flat = x.transpose(0, 3, 1, 2).reshape(len(x), -1)  # torch flattens channels first
+    return flat @ net[6].reshape(-1) + net[7].reshape(())
 
 
 def _features(medium: "np.ndarray | Measures") -> np.ndarray:

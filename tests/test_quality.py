@@ -163,12 +163,29 @@ def test_two_hands_side_by_side_are_refused_and_one_on_its_side_is_not(fitted):
     assert not quality.two_hands(quality.Measures(quality._medium(hands[0])[0]), fitted)  # portrait: not tested
 
 
-def test_the_fast_view_scores_equal_the_eight_views_the_weights_were_fitted_on(fitted):
-    for thumb in (quality.thumbnail(quality.cropped_medium(sample(1))),
-                  np.random.default_rng(0).standard_normal((quality.THUMB, quality.THUMB)).astype(np.float32)):
-        logits = quality.views(thumb) @ fitted.orient
-        want = np.exp(logits - logits.max())
-        np.testing.assert_allclose(fitted.views(thumb), want / want.sum(), atol=1e-6)
+def test_the_orientation_network_in_numpy_equals_its_torch_twin(fitted):
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from ood_suite import orient_network
+
+    net = orient_network(len(fitted.orient[0]))
+    with torch.no_grad():
+        for p, w in zip(net.parameters(), fitted.orient):
+            p.copy_(torch.from_numpy(w.reshape(p.shape)))
+        thumbs = np.stack([quality.thumbnail(quality.cropped_medium(sample(1))),
+                           np.random.default_rng(0).standard_normal((quality.THUMB, quality.THUMB))]).astype(np.float32)
+        views = quality.views(thumbs).reshape(-1, quality.THUMB, quality.THUMB)
+        want = net(torch.from_numpy(views.copy())[:, None]).numpy().ravel()
+    np.testing.assert_allclose(quality.orient_scores(fitted.orient, views), want, rtol=1e-4, atol=1e-4)
+
+
+def test_a_turned_thumbnail_has_its_views_probabilities_turned(fitted):
+    thumb = quality.thumbnail(quality.cropped_medium(sample(0)))
+    p = fitted.views(thumb)
+    for k in (1, 2, 3):  # the view j of the turned thumbnail is the view j + k of the original
+        turned = fitted.views(np.ascontiguousarray(np.rot90(thumb, k)))
+        np.testing.assert_allclose(turned[:4], np.roll(p[:4], -k), atol=1e-6)
+        np.testing.assert_allclose(turned[4:], np.roll(p[4:], -k), atol=1e-6)
 
 
 def test_the_bundle_model_round_trips(fitted):
@@ -177,6 +194,8 @@ def test_the_bundle_model_round_trips(fitted):
     np.testing.assert_allclose(again.views(thumb), fitted.views(thumb), atol=1e-4)
     with pytest.raises(ValueError, match="re-run"):
         quality.QualityModel.from_dict({**fitted.to_dict(), "thumb": 32})
+    with pytest.raises(ValueError, match="re-run"):  # a bundle fitted before the orientation network
+        quality.QualityModel.from_dict({**fitted.to_dict(), "orient": [0.0] * (2 * quality.THUMB ** 2)})
 
 
 # ---- real radiographs: RSNA test ids ---------------------------------------------------------------------------
