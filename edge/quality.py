@@ -8,13 +8,15 @@ about a millisecond whatever the image's size (docs/QUALITY.md). In order:
 2. a uniform frame on all four sides (a radiograph inset in a border): cropped, or refused when what is inside is
    too small to read;
 3. sharpness: refused when far blurrier than any training image;
-4. tilt: the hand's axis from image moments; from TILT_WARN off the nearest side a warning, from TILT_MIN the
-   image is straightened (read as it lies, with a warning, when straightened it would be refused below);
-5. with the bundle's fitted `QualityModel` (bundle.json "quality", written by `python benchmarks/ood_suite.py fit`
-   and `fit-laterality`): two hands side by side (a wide image whose halves each read as a hand: refused), which
-   way the image lies (turned upright when sure; refused when inverted), whether it looks like a whole hand
-   radiograph at all (a linear classifier; refused below its limit, which is set on validation images), and
-   which hand (a right hand is mirrored to the left the network was trained on).
+4. tilt, without a fitted tilt network: the hand's axis from image moments; from TILT_WARN off the nearest side a
+   warning, from TILT_MIN the image is straightened (never, as shipped);
+5. with the bundle's fitted `QualityModel` (bundle.json "quality", written by `python benchmarks/ood_suite.py fit`,
+   `fit-orientation`, `fit-laterality` and `fit-tilt`): two hands side by side (a wide image whose halves each read
+   as a hand: refused), which way the image lies (a small network over its eight turned and inverted views: turned
+   upright when sure; refused when inverted), how far the upright hand lies tilted (a second small network: warned
+   from TILT_NET_WARN degrees, read as it lies), whether it looks like a whole hand radiograph at all (a linear
+   classifier; refused below its limit, which is set on validation images), and which hand (a right hand is
+   mirrored to the left the network was trained on).
 A bundle without a "quality" section gets steps 1-4 only.
 """
 from __future__ import annotations
