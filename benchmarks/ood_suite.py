@@ -33,8 +33,9 @@ from edge.labels import image_path, read_labels, read_split  # noqa: E402
 # View probabilities that turn an image back / refuse it as inverted: TURN_P set on validation images (fit prints
 # the trade-off: upright images kept upright against turned ones turned back, benchmarks/results/quality-fit-default.txt)
 TURN_P, INVERT_P = 0.5, 0.9
-ORIENT_CHANNELS, ORIENT_EPOCHS, ORIENT_TILT = 4, 12, 25.0  # the orientation network's width, its training epochs and
-# the tilts (degrees, either way) its upright training copies are turned by, so a hand lying askew is still upright
+ORIENT_CHANNELS, ORIENT_EPOCHS, ORIENT_TILT, TILT_RANGE = 4, 12, 25.0, 60.0  # the orientation network's width, its training epochs and
+# the tilts (degrees, either way) its upright training copies are turned by, so a hand lying askew is still upright;
+# the tilt network learns tilts up to TILT_RANGE either way
 HAND_L2 = (1e-3, 1e-2, 1e-1)  # the hand classifier's L2 penalties tried; the one that refuses most validation negatives
 REJECT_QUANTILE = 0.004  # the hand score limit: this quantile of the validation images' scores
 
@@ -139,28 +140,76 @@ def orient_network(channels: int = ORIENT_CHANNELS):
     return torch.nn.Sequential(*layers, torch.nn.Flatten(), torch.nn.Linear(4 * c * side * side, 1))
 
 
-def fit_orientation(thumbs: np.ndarray, seed: int = 0, epochs: int = ORIENT_EPOCHS) -> tuple[np.ndarray, ...]:
-    """The orientation network's parameters: softmax over the eight views of each upright thumbnail puts the
-    upright one (index 0) first; AdamW, one-cycle schedule, one thread (the same weights on every run)."""
+def train_thumb_network(x, loss, seed: int, epochs: int = ORIENT_EPOCHS, per_item: int = 1) -> tuple[np.ndarray, ...]:
+    """An orient_network trained on thumbnails x (n, per_item, T, T) with loss(scores (batch, per_item), index
+    tensor): AdamW, one-cycle schedule, batches of 256, one thread (the same weights on every run)."""
     import torch
 
     torch.manual_seed(seed)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    net, x = orient_network(), torch.tensor(quality.views(thumbs).copy())  # (n, 8, T, T)
-    steps = (len(x) + 255) // 256
+    net, x = orient_network(), torch.as_tensor(np.ascontiguousarray(x, np.float32)).view(-1, per_item, *x.shape[-2:])
     opt = torch.optim.AdamW(net.parameters(), 2e-3, weight_decay=1e-3)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=epochs * steps)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=epochs * ((len(x) + 255) // 256))
     for _ in range(epochs):
         for idx in torch.randperm(len(x)).split(256):
-            scores = net(x[idx].flatten(0, 1)[:, None]).view(len(idx), 8)
-            loss = torch.nn.functional.cross_entropy(scores, torch.zeros(len(idx), dtype=torch.long))
+            value = loss(net(x[idx].flatten(0, 1)[:, None]).view(len(idx), per_item), idx)
             opt.zero_grad()
-            loss.backward()
+            value.backward()
             opt.step()
             sched.step()
     torch.set_num_threads(threads)
     return tuple(p.detach().numpy().copy() for p in net.parameters())
+
+
+def fit_orientation(thumbs: np.ndarray, seed: int = 0, epochs: int = ORIENT_EPOCHS) -> tuple[np.ndarray, ...]:
+    """The orientation network's parameters: softmax over the eight views of each upright thumbnail puts the
+    upright one (index 0) first."""
+    import torch
+
+    def loss(scores, idx):
+        return torch.nn.functional.cross_entropy(scores, torch.zeros(len(idx), dtype=torch.long))
+
+    return train_thumb_network(quality.views(thumbs), loss, seed, epochs, per_item=8)
+
+
+def tilt_thumbs(data: Path, ids: list[str], rng) -> tuple[np.ndarray, np.ndarray]:
+    """Thumbnails to train the tilt network on and their tilts in degrees: each upright training image (0), its
+    mirror (0), and two copies tilted up to TILT_RANGE degrees either way (tilt(), then as check() sees them)."""
+    thumbs, angles = [], []
+    for _, img in ids_images(data, ids):
+        medium = quality.cropped_medium(img, upright=True)
+        turns = rng.uniform(-TILT_RANGE, TILT_RANGE, 2)
+        copies = [medium, np.ascontiguousarray(medium[:, ::-1])] + [quality.cropped_medium(tilt(img, a)) for a in turns]
+        thumbs += [quality.thumbnail(m) for m in copies]
+        angles += [0.0, 0.0, *turns]
+    return np.stack(thumbs), np.asarray(angles, np.float32)
+
+
+def fit_tilt(bundle_dir: Path, data: Path, seed: int = 0) -> dict:
+    """Add the tilt network to the bundle's fitted quality model: an orient_network regressing the tilt of the
+    upright thumbnail (smooth L1 on degrees / TILT_SCALE); how it warns on validation (upright and tilted copies)."""
+    import torch
+
+    bundle = load_bundle(bundle_dir)
+    model = quality.quality_model(bundle)
+    split = read_split(bundle.root / "split.json")
+    thumbs, angles = tilt_thumbs(data, split["train"], np.random.default_rng(seed + 3))
+    target = torch.from_numpy(angles / quality.TILT_SCALE)
+    net = train_thumb_network(thumbs, lambda scores, idx: torch.nn.functional.smooth_l1_loss(scores[:, 0],
+                                                                                            target[idx]), seed)
+    model = dataclasses.replace(model, tilt=net)
+    val, val_angles = tilt_thumbs(data, split["val"], np.random.default_rng(seed + 4))
+    read = np.abs(quality.orient_scores(net, val) * quality.TILT_SCALE)
+    upright, tilted = read[val_angles == 0], read[val_angles != 0]
+    lines = {f"warn from {limit}": {"upright warned": round(float((upright >= limit).mean()), 4), **{
+        f"tilted {lo}-{lo + 10}": round(float((tilted[(np.abs(val_angles[val_angles != 0]) >= lo) &
+                                                      (np.abs(val_angles[val_angles != 0]) < lo + 10)] >= limit).mean()), 4)
+        for lo in (10, 20, 30, 40, 50)}} for limit in (15, 20, 25, 30)}
+    said = {"train_ids": len(split["train"]), "range": TILT_RANGE, "validation": lines,
+            "command": "python benchmarks/ood_suite.py fit-tilt --bundle BUNDLE --data DATA"}
+    store(bundle.root, "quality", dataclasses.replace(model, fitted_on={**model.fitted_on, "tilt": said}).to_dict())
+    return said
 
 
 def orientation_tradeoff(data: Path, ids: list[str], orient: tuple) -> list[str]:
@@ -752,7 +801,7 @@ def _reader(bundle_root: Path):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
-    for name in ("fit", "fit-orientation", "fit-laterality", "measure", "latency", "wide"):
+    for name in ("fit", "fit-orientation", "fit-laterality", "fit-tilt", "measure", "latency", "wide"):
         s = sub.add_parser(name)
         s.add_argument("--bundle", type=Path, default=Path("edge/default_bundle"))
         s.add_argument("--data", type=Path, default=Path("../shared/data/rsna-boneage"))
@@ -770,6 +819,8 @@ def main(argv=None) -> int:
         print("\n".join(latency(bundle.root, args.data, lambda img: quality.check(img, model_q, side))))
     elif args.command == "fit-orientation":
         print(json.dumps(fit_orientation_only(args.bundle, args.data)))
+    elif args.command == "fit-tilt":
+        print(json.dumps(fit_tilt(args.bundle, args.data)))
     elif args.command == "fit-laterality":
         print(json.dumps(fit_laterality(args.bundle, args.data)))
     elif args.command == "wide":

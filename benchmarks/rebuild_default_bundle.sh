@@ -30,10 +30,11 @@ mkdir -p runs && rm -f runs/calibrate-default-outputs.npz   # never another mode
 python -m export.calibrate --bundle "$B" --data "$D" --cache runs/calibrate-default-outputs.npz \
     | tee "$R/calibrate-default.txt"
 # The input check's model reads the images, not the network: kept as it was fitted (QUALITY=refit fits it again:
-# `ood_suite.py fit`, then fit-laterality; docs/QUALITY.md says what a refit changes)
+# `ood_suite.py fit`, then fit-laterality and fit-tilt; docs/QUALITY.md says what a refit changes)
 if [ "${QUALITY:-keep}" = refit ]; then
   python benchmarks/ood_suite.py fit --bundle "$B" --data "$(dirname "$D")" | tee "$R/quality-fit-default.txt"
   python benchmarks/ood_suite.py fit-laterality --bundle "$B" --data "$(dirname "$D")" | tee -a "$R/quality-fit-default.txt"
+  python benchmarks/ood_suite.py fit-tilt --bundle "$B" --data "$(dirname "$D")" | tee -a "$R/quality-fit-default.txt"
 else
   python -c "import json, sys; from pathlib import Path; sys.path.insert(0, 'benchmarks'); from ood_suite import store
 store(Path(sys.argv[1]), 'quality', json.load(open(sys.argv[2]))['quality'])" "$B" "$WORK/bundle-before.json"

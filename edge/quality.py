@@ -8,13 +8,15 @@ about a millisecond whatever the image's size (docs/QUALITY.md). In order:
 2. a uniform frame on all four sides (a radiograph inset in a border): cropped, or refused when what is inside is
    too small to read;
 3. sharpness: refused when far blurrier than any training image;
-4. tilt: the hand's axis from image moments; from TILT_WARN off the nearest side a warning, from TILT_MIN the
-   image is straightened (read as it lies, with a warning, when straightened it would be refused below);
-5. with the bundle's fitted `QualityModel` (bundle.json "quality", written by `python benchmarks/ood_suite.py fit`
-   and `fit-laterality`): two hands side by side (a wide image whose halves each read as a hand: refused), which
-   way the image lies (turned upright when sure; refused when inverted), whether it looks like a whole hand
-   radiograph at all (a linear classifier; refused below its limit, which is set on validation images), and
-   which hand (a right hand is mirrored to the left the network was trained on).
+4. tilt, without a fitted tilt network: the hand's axis from image moments; from TILT_WARN off the nearest side a
+   warning, from TILT_MIN the image is straightened (never, as shipped);
+5. with the bundle's fitted `QualityModel` (bundle.json "quality", written by `python benchmarks/ood_suite.py fit`,
+   `fit-orientation`, `fit-laterality` and `fit-tilt`): two hands side by side (a wide image whose halves each read
+   as a hand: refused), which way the image lies (a small network over its eight turned and inverted views: turned
+   upright when sure; refused when inverted), how far the upright hand lies tilted (a second small network: warned
+   from TILT_NET_WARN degrees, read as it lies), whether it looks like a whole hand radiograph at all (a linear
+   classifier; refused below its limit, which is set on validation images), and which hand (a right hand is
+   mirrored to the left the network was trained on).
 A bundle without a "quality" section gets steps 1-4 only.
 """
 from __future__ import annotations
@@ -46,6 +48,11 @@ NOISE_MAX = 1.0  # sharpness() above this: noise, not a radiograph (training 99.
 TILT_WARN = 30.0  # degrees; upright validation images lean 10 at the median, 24.5 at the 90th percentile
 TILT_MIN = 90.0  # degrees: never (an axis is at most 45 off the nearest side)
 AXIS_MIN = 0.05  # elongation under which the axis has no direction (validation 1st percentile 0.058): warned about
+# With a fitted tilt network (QualityModel.tilt) the hand's tilt from upright is read off the upright thumbnail
+# instead of the axis above: from TILT_NET_WARN degrees a warning (set on validation, docs/QUALITY.md: 1.2% of
+# upright images warned, 98% of hands tilted 40-50 degrees).
+TILT_NET_WARN = 15.0
+TILT_SCALE = 30.0  # degrees per unit of the tilt network's output
 HOG_CELLS, HOG_BINS, HIST_BINS = 4, 8, 16
 ORIENTATIONS = {0: "", 1: "rotated 90 degrees clockwise", 2: "rotated 180 degrees", 3: "rotated 90 degrees anticlockwise"}
 
@@ -81,6 +88,12 @@ class QualityModel:
     invert: float = 0.9
     fitted_on: dict = field(default_factory=dict)
     laterality: np.ndarray | None = None  # over the standardised hand features, bias last: > 0 reads as a right hand
+    tilt: tuple[np.ndarray, ...] | None = None  # orient_scores' network, reading degrees of tilt / TILT_SCALE
+
+    def tilt_degrees(self, thumb: np.ndarray) -> float:
+        """How far the upright thumbnail's hand lies turned from the upright training pose (degrees, anticlockwise
+        positive; 0 without the tilt network)."""
+        return 0.0 if self.tilt is None else float(orient_scores(self.tilt, thumb[None])[0]) * TILT_SCALE
 
     def views(self, thumb: np.ndarray) -> np.ndarray:
         """Probabilities of the eight views (turns 0-3 anticlockwise, then the same inverted) being upright."""
@@ -102,6 +115,7 @@ class QualityModel:
     def to_dict(self) -> dict:
         r = lambda a: np.round(np.asarray(a, np.float64), 5).tolist()  # noqa: E731 (5 digits: a small bundle.json)
         extra = {} if self.laterality is None else {"laterality": r(self.laterality)}
+        extra |= {} if self.tilt is None else {"tilt": [r(a) for a in self.tilt]}
         return {"thumb": THUMB, "medium": MEDIUM, "orient": [r(a) for a in self.orient], "hand": r(self.hand),
                 "hand_mean": r(self.hand_mean), "hand_std": r(self.hand_std), "reject": round(float(self.reject), 4),
                 "turn": self.turn, "invert": self.invert, **extra, "fitted_on": self.fitted_on}
@@ -117,7 +131,8 @@ class QualityModel:
                              "re-run `python benchmarks/ood_suite.py fit`")
         return cls(tuple(np.asarray(a, np.float32) for a in d["orient"]), f32("hand"), f32("hand_mean"), f32("hand_std"), float(d["reject"]),
                    float(d["turn"]), float(d["invert"]), d.get("fitted_on", {}),
-                   f32("laterality") if "laterality" in d else None)
+                   f32("laterality") if "laterality" in d else None,
+                   tuple(np.asarray(a, np.float32) for a in d["tilt"]) if "tilt" in d else None)
 
 
 def quality_model(bundle) -> QualityModel | None:
@@ -147,6 +162,8 @@ def check(img: np.ndarray, model: QualityModel | None, input_side: int) -> Verdi
         return Verdict(None, rejection="too blurred to read the bones")
     if sharp > NOISE_MAX:
         return Verdict(None, rejection=f"noise, not a radiograph (fine detail {sharp:.1f}, radiographs at most {NOISE_MAX})")
+    if model is not None and model.tilt is not None:
+        return _judge(img, m, model, corrections)  # the tilt read off the upright view there
     straight, sm, said, off = straighten(img, m)
     verdict = _judge(straight, sm, model, corrections + said)
     if not verdict.accepted and straight is not img:
@@ -172,6 +189,10 @@ def _judge(img: np.ndarray, m: "Measures", model: QualityModel | None, correctio
         if turns:
             img = np.rot90(img, turns)  # np.rot90 turns anticlockwise
             corrections.append(f"turned upright (it was {ORIENTATIONS[turns]})")
+        tilted = abs(model.tilt_degrees(upright.thumb))
+        if tilted >= TILT_NET_WARN:
+            corrections.append(f"warning: the hand lies tilted (about {tilted:.0f} degrees) and was read as it lies: "
+                               "check the reading")
         if model.right_hand(upright) > 0:
             img = img[:, ::-1]
             corrections.append("mirrored (it looks like a right hand: read as the left hand the model was trained on)")
