@@ -43,6 +43,12 @@ def train_command(name: str, leg: dict) -> list[str]:
     """The leg's edge-train command: its own arguments, then the campaign's fixed ones (data, run folder, one core)."""
     out = run_dir() / name
     args = list(leg["args"])
+    init = args.index("--init-from") + 1 if "--init-from" in args else None
+    if init and args[init].startswith("campaign:"):  # another leg's weights, in its run folder
+        args[init] = str(run_dir() / args[init].removeprefix("campaign:"))
+        if not Path(args[init]).exists():
+            raise SystemExit(f"campaign {name}: starts from {args[init]}, which this machine does not have (that leg "
+                             "ran elsewhere); run that leg first, or set another --init-from in models/campaign.json")
     fallback = REPO / leg.get("fallback_init", "")
     if not (out / "last.pt").exists() and leg.get("fallback_init") and fallback.exists() and "--init-from" in args:
         # A machine without the run folder: start again from the leg's best so far, kept in the repository

@@ -41,3 +41,16 @@ def test_a_leg_without_widening_or_with_its_run_folder_keeps_its_arguments(tmp_p
     cmd = campaign.train_command("resumed", _leg(src, widen=0.5))
     assert _init_from(cmd) == src and not (tmp_path / "runs" / "resumed" / "init-width-0.5.pt").exists()
     assert cmd[cmd.index("--threads") + 1] == "1" and cmd[cmd.index("--out") + 1] == str(tmp_path / "runs" / "resumed")
+
+
+def test_a_leg_can_start_from_another_legs_weights_in_the_run_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("BONEAGE_CAMPAIGN_DIR", str(tmp_path / "runs"))
+    leg = _leg("campaign:first/best.pt")
+    try:
+        campaign.train_command("second", leg)
+        raise AssertionError("a missing leg's weights must stop the start")
+    except SystemExit as e:
+        assert "does not have" in str(e) and str(tmp_path / "runs" / "first" / "best.pt") in str(e)
+    (tmp_path / "runs" / "first").mkdir(parents=True)
+    (tmp_path / "runs" / "first" / "best.pt").write_bytes(b"")
+    assert _init_from(campaign.train_command("second", leg)) == str(tmp_path / "runs" / "first" / "best.pt")
