@@ -27,6 +27,8 @@ from functools import cached_property, lru_cache
 import numpy as np
 from PIL import Image
 
+from edge.bundle import BundleError
+
 MEDIUM = 96  # px, longer side of the thumbnail everything is measured on
 THUMB = 24  # px, side of the square (squashed, like the network's input) layout thumbnail
 # Frame: rows and columns at the edges that stay within FRAME_TOL of the corners' grey value (but for FRAME_MARK
@@ -136,9 +138,16 @@ class QualityModel:
 
 
 def quality_model(bundle) -> QualityModel | None:
-    """The bundle's fitted model, or None when its bundle.json has no "quality" section."""
+    """The bundle's fitted model, or None when its bundle.json has no "quality" section; a section this runtime
+    cannot read is a BundleError naming the bundle.json."""
     section = bundle.meta.get("quality")
-    return QualityModel.from_dict(section) if section else None
+    if not section:
+        return None
+    try:
+        return QualityModel.from_dict(section)
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        why = f"missing {e}" if isinstance(e, KeyError) else str(e)
+        raise BundleError(f"{bundle.root / 'bundle.json'}: \"quality\": {why}") from None
 
 
 def check(img: np.ndarray, model: QualityModel | None, input_side: int) -> Verdict:

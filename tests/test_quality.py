@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -199,6 +200,26 @@ def test_the_bundle_model_round_trips(fitted):
         quality.QualityModel.from_dict({**fitted.to_dict(), "thumb": 32})
     with pytest.raises(ValueError, match="re-run"):  # a bundle fitted before the orientation network
         quality.QualityModel.from_dict({**fitted.to_dict(), "orient": [0.0] * (2 * quality.THUMB ** 2)})
+
+
+@pytest.mark.parametrize("change", ["linear", "missing"])
+def test_a_bundle_whose_check_this_runtime_cannot_read_is_refused_in_one_line(tmp_path, fitted, change):
+    """A bundle fitted before the orientation network (or with a key missing): edge-infer exits 3 with one line
+    naming its bundle.json, no stack trace."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(BUNDLE, bundle)
+    meta = json.loads((bundle / "bundle.json").read_text())
+    if change == "linear":
+        meta["quality"]["orient"] = [0.0] * (2 * quality.THUMB ** 2)
+    else:
+        del meta["quality"]["hand"]
+    (bundle / "bundle.json").write_text(json.dumps(meta))
+    code = "import sys; from edge.cli.infer import main; sys.exit(main(sys.argv[1:]))"
+    r = subprocess.run([sys.executable, "-c", code, "--bundle", str(bundle), str(SAMPLES[0])],
+                       capture_output=True, text=True, timeout=300, env=repo_env())
+    assert r.returncode == 3, r.stderr
+    assert r.stderr.count("\n") == 1 and f"{bundle / 'bundle.json'}: \"quality\": " in r.stderr, r.stderr
+    assert ("re-run" if change == "linear" else "missing 'hand'") in r.stderr and "Traceback" not in r.stderr
 
 
 # ---- real radiographs: RSNA test ids ---------------------------------------------------------------------------
