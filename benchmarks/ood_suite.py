@@ -30,12 +30,12 @@ from edge.bundle import load_bundle  # noqa: E402
 from edge.imaging import ImageError, load_radiograph  # noqa: E402
 from edge.labels import image_path, read_labels, read_split  # noqa: E402
 
-# View probabilities that turn an image back / refuse it as inverted: TURN_P set on validation images (fit prints
-# the trade-off: upright images kept upright against turned ones turned back, benchmarks/results/quality-fit-default.txt)
+# View probabilities that turn an image back / refuse it as inverted: TURN_P set on validation images (the fit
+# prints the trade-off, upright images kept upright against turned ones turned back: quality-fit-default.txt)
 TURN_P, INVERT_P = 0.5, 0.9
-ORIENT_CHANNELS, ORIENT_EPOCHS, ORIENT_TILT, TILT_RANGE = 4, 12, 25.0, 60.0  # the orientation network's width, its training epochs and
-# the tilts (degrees, either way) its upright training copies are turned by, so a hand lying askew is still upright;
-# the tilt network learns tilts up to TILT_RANGE either way
+# The orientation network's width and training epochs; the tilts (degrees, either way) its upright training copies
+# are turned by, so a hand lying askew is still upright; the tilts the tilt network learns, either way.
+ORIENT_CHANNELS, ORIENT_EPOCHS, ORIENT_TILT, TILT_RANGE = 4, 12, 25.0, 60.0
 HAND_L2 = (1e-3, 1e-2, 1e-1)  # the hand classifier's L2 penalties tried; the one that refuses most validation negatives
 REJECT_QUANTILE = 0.004  # the hand score limit: this quantile of the validation images' scores
 
@@ -200,16 +200,21 @@ def fit_tilt(bundle_dir: Path, data: Path, seed: int = 0) -> dict:
                                                                                             target[idx]), seed)
     model = dataclasses.replace(model, tilt=net)
     val, val_angles = tilt_thumbs(data, split["val"], np.random.default_rng(seed + 4))
-    read = np.abs(quality.orient_scores(net, val) * quality.TILT_SCALE)
-    upright, tilted = read[val_angles == 0], read[val_angles != 0]
-    lines = {f"warn from {limit}": {"upright warned": round(float((upright >= limit).mean()), 4), **{
-        f"tilted {lo}-{lo + 10}": round(float((tilted[(np.abs(val_angles[val_angles != 0]) >= lo) &
-                                                      (np.abs(val_angles[val_angles != 0]) < lo + 10)] >= limit).mean()), 4)
-        for lo in (10, 20, 30, 40, 50)}} for limit in (15, 20, 25, 30)}
-    said = {"train_ids": len(split["train"]), "range": TILT_RANGE, "validation": lines,
+    said = {"train_ids": len(split["train"]), "range": TILT_RANGE,
+            "validation": tilt_warnings(np.abs(quality.orient_scores(net, val) * quality.TILT_SCALE), np.abs(val_angles)),
             "command": "python benchmarks/ood_suite.py fit-tilt --bundle BUNDLE --data DATA"}
     store(bundle.root, "quality", dataclasses.replace(model, fitted_on={**model.fitted_on, "tilt": said}).to_dict())
     return said
+
+
+def tilt_warnings(read: np.ndarray, tilts: np.ndarray) -> dict:
+    """{limit: share of upright images (tilt 0) and of each 10-degree band of tilted ones read at the limit or more}."""
+    def share(sel, limit):
+        return round(float((read[sel] >= limit).mean()), 4)
+
+    return {f"warn from {limit}": {"upright warned": share(tilts == 0, limit), **{
+        f"tilted {lo}-{lo + 10}": share((tilts >= lo) & (tilts < lo + 10) & (tilts > 0), limit)
+        for lo in (10, 20, 30, 40, 50)}} for limit in (15, 20, 25, 30)}
 
 
 def orientation_tradeoff(data: Path, ids: list[str], orient: tuple) -> list[str]:

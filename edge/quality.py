@@ -131,10 +131,11 @@ class QualityModel:
         if not isinstance(d.get("orient", [None])[0], list):  # the linear orientation weights of bundles before 9.0
             raise ValueError("the bundle's quality model has linear orientation weights, this runtime a network: "
                              "re-run `python benchmarks/ood_suite.py fit`")
-        return cls(tuple(np.asarray(a, np.float32) for a in d["orient"]), f32("hand"), f32("hand_mean"), f32("hand_std"), float(d["reject"]),
+        net = lambda key: tuple(np.asarray(a, np.float32) for a in d[key])  # noqa: E731
+        return cls(net("orient"), f32("hand"), f32("hand_mean"), f32("hand_std"), float(d["reject"]),
                    float(d["turn"]), float(d["invert"]), d.get("fitted_on", {}),
                    f32("laterality") if "laterality" in d else None,
-                   tuple(np.asarray(a, np.float32) for a in d["tilt"]) if "tilt" in d else None)
+                   net("tilt") if "tilt" in d else None)
 
 
 def quality_model(bundle) -> QualityModel | None:
